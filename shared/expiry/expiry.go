@@ -1,0 +1,30 @@
+// Package expiry holds the expiration arithmetic of instances (contract §4.12).
+package expiry
+
+import "time"
+
+// Until computes when an instance expires if it is (re)started at now, for a
+// challenge with the given until and timeout, either of which may be unset:
+// neither → never (nil); only timeout → now+timeout; only until → until; both →
+// the earlier of the two. It is applied on create, pool claim, pool fill, renew
+// and for every claimed instance on each challenge update.
+func Until(now time.Time, until *time.Time, timeout *time.Duration) *time.Time {
+	switch {
+	case until == nil && timeout == nil:
+		return nil
+	case timeout == nil:
+		u := *until
+		return &u
+	}
+	t := now.Add(*timeout)
+	if until != nil && until.Before(t) {
+		t = *until
+	}
+	return &t
+}
+
+// Expired reports whether a deadline has passed at now. An unset deadline never
+// passes.
+func Expired(now time.Time, until *time.Time) bool {
+	return until != nil && now.After(*until)
+}
