@@ -1,0 +1,183 @@
+// Package config reads challfn's configuration from the environment, in one
+// place, so that every function and the local run agree on names and defaults
+// (the table in docs/ARCHITECTURE.md).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of a challfn function.
+type Config struct {
+	Port string
+
+	EtcdEndpoints []string
+	EtcdUsername  string
+	EtcdPassword  string
+	EtcdPrefix    string
+	LockTTL       time.Duration
+
+	PulumiBinary     string
+	PulumiBackendURL string
+	PulumiPassphrase string
+	DeployTimeout    time.Duration
+
+	ScenarioStoreURL string
+	CacheDir         string
+	OCIInsecure      bool
+	OCIUsername      string
+	OCIPassword      string
+	OCIAllowed       []string
+	ScenarioMaxBytes int64
+	MaxRequestBytes  int64
+	EventsSinkURL    string
+	APITokens        []string
+	LogLevel         string
+	Debug            bool
+}
+
+// Getenv is the source of variables; os.Getenv in production, a map in tests.
+type Getenv func(string) string
+
+// FromEnv reads the configuration from the process environment.
+func FromEnv() (Config, error) { return Load(os.Getenv) }
+
+// Load reads the configuration from env. Secrets given as files
+// (`*_FILE`) win over plain variables so that Kubernetes/Cloud Run secret
+// mounts work without putting secrets into the environment.
+func Load(env Getenv) (Config, error) {
+	var errs []error
+	c := Config{
+		Port:             or(env("PORT"), "8080"),
+		EtcdEndpoints:    list(env("ETCD_ENDPOINTS")),
+		EtcdUsername:     env("ETCD_USERNAME"),
+		EtcdPrefix:       or(env("ETCD_PREFIX"), "/challfn"),
+		PulumiBinary:     or(env("CHALLFN_PULUMI"), "pulumi"),
+		PulumiBackendURL: env("PULUMI_BACKEND_URL"),
+		ScenarioStoreURL: env("SCENARIO_STORE_URL"),
+		CacheDir:         env("CACHE_DIR"),
+		OCIUsername:      env("OCI_USERNAME"),
+		OCIAllowed:       list(env("OCI_ALLOWED_REGISTRIES")),
+		EventsSinkURL:    env("EVENTS_SINK_URL"),
+		LogLevel:         or(env("LOG_LEVEL"), "info"),
+	}
+	var err error
+	if c.EtcdPassword, err = secret(env, "ETCD_PASSWORD"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.OCIPassword, err = secret(env, "OCI_PASSWORD"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PulumiPassphrase, err = secret(env, "PULUMI_CONFIG_PASSPHRASE"); err != nil {
+		errs = append(errs, err)
+	}
+	tokens, err := secret(env, "API_TOKENS")
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.APITokens = list(strings.ReplaceAll(tokens, "\n", ","))
+
+	c.LockTTL, errs = duration(env, "LOCK_TTL", 10*time.Second, errs)
+	c.DeployTimeout, errs = duration(env, "DEPLOY_TIMEOUT", 540*time.Second, errs)
+	c.OCIInsecure, errs = boolean(env, "OCI_INSECURE", errs)
+	c.Debug, errs = boolean(env, "CHALLFN_DEBUG", errs)
+	c.ScenarioMaxBytes, errs = integer(env, "SCENARIO_MAX_BYTES", 256<<20, errs)
+	c.MaxRequestBytes, errs = integer(env, "MAX_REQUEST_BYTES", 1<<20, errs)
+
+	if c.CacheDir == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			dir = os.TempDir()
+		}
+		c.CacheDir = filepath.Join(dir, "challfn")
+	}
+	if c.LockTTL < time.Second {
+		errs = append(errs, fmt.Errorf("LOCK_TTL must be at least 1s, got %s", c.LockTTL))
+	}
+	return c, errors.Join(errs...)
+}
+
+// Validate checks that what a function needs to serve requests is present.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.EtcdEndpoints) == 0 {
+		errs = append(errs, errors.New("ETCD_ENDPOINTS is required"))
+	}
+	if c.PulumiBackendURL == "" {
+		errs = append(errs, errors.New("PULUMI_BACKEND_URL is required"))
+	}
+	if c.ScenarioStoreURL == "" {
+		errs = append(errs, errors.New("SCENARIO_STORE_URL is required"))
+	}
+	return errors.Join(errs...)
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func list(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func secret(env Getenv, name string) (string, error) {
+	if path := env(name + "_FILE"); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("%s_FILE: %w", name, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return env(name), nil
+}
+
+func duration(env Getenv, name string, def time.Duration, errs []error) (time.Duration, []error) {
+	v := env(name)
+	if v == "" {
+		return def, errs
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return def, append(errs, fmt.Errorf("%s: want a positive duration like 10s, got %q", name, v))
+	}
+	return d, errs
+}
+
+func boolean(env Getenv, name string, errs []error) (bool, []error) {
+	v := env(name)
+	if v == "" {
+		return false, errs
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, append(errs, fmt.Errorf("%s: want true or false, got %q", name, v))
+	}
+	return b, errs
+}
+
+func integer(env Getenv, name string, def int64, errs []error) (int64, []error) {
+	v := env(name)
+	if v == "" {
+		return def, errs
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return def, append(errs, fmt.Errorf("%s: want a positive integer, got %q", name, v))
+	}
+	return n, errs
+}
