@@ -81,3 +81,5 @@ func canon(b []byte) string {
 func plain(s string) string { return strings.ReplaceAll(s, "\u00a0", " ") }
 
 func protoNumber(s UpdateStrategy) protoreflect.EnumNumber { return protoreflect.EnumNumber(s) }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
