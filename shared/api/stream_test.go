@@ -17,7 +17,9 @@ import (
 const internalLine = `{"error":{"code":13,"message":"An internal error occurred.","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"INTERNAL_ERROR","domain":"github.com/ctfer-io/chall-manager","metadata":{}}]}}`
 
 func TestStream(t *testing.T) {
-	inst := func(src string) *Instance { return &Instance{ChallengeID: "1", SourceID: src, Since: t0, LastRenew: t0} }
+	inst := func(src string) *Instance {
+		return &Instance{ChallengeID: "1", SourceID: src, Since: t0, LastRenew: t0}
+	}
 	instJSON := func(src string) string {
 		return `{"result":{"challengeId":"1","sourceId":"` + src + `","since":"2025-01-02T03:04:05.120Z","lastRenew":"2025-01-02T03:04:05.120Z","connectionInfo":"","flags":[],"additional":{}}}`
 	}
