@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -210,5 +212,51 @@ func TestPubSubDeliveryThroughEmulator(t *testing.T) {
 	}
 	if gotTrace != tid {
 		t.Fatalf("trace id %s, want %s", gotTrace, tid)
+	}
+}
+
+// The /events handler of the instance function accepts the three encodings
+// events arrive in; its status tells the broker whether to retry.
+func TestHTTPHandlerEncodings(t *testing.T) {
+	recv := newReceived()
+	h, err := HTTPHandler(context.Background(), recv.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	ctx, tid := tracedContext(t)
+
+	// Binary mode, the encoding of Knative brokers and of our sender.
+	sender, _ := NewSender(srv.URL+"/events", nil)
+	e, _ := New(ctx, "//challfn/test", TypePoolFill, PoolFill{ChallengeID: "a"})
+	if err := sender.Send(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	// A raw Pub/Sub push envelope.
+	push := `{"message":{"messageId":"7","data":"eyJjaGFsbGVuZ2VJZCI6ImIifQ==","attributes":{"ce-specversion":"1.0","ce-id":"e2","ce-source":"//challfn/x","ce-type":"io.challfn.pool.fill","ce-traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}},"subscription":"projects/p/subscriptions/s"}`
+	resp, err := http.Post(srv.URL+"/events", "application/json", strings.NewReader(push))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("push answered %s", resp.Status)
+	}
+	recv.wait(t, 2)
+	for i, want := range []string{"a", "b"} {
+		var data PoolFill
+		if err := Decode(recv.events[i], &data); err != nil || data.ChallengeID != want || recv.traces[i] != tid {
+			t.Fatalf("event %d: %+v %v trace %s", i, data, err, recv.traces[i])
+		}
+	}
+	// Garbage is a 400, so no broker retries it.
+	resp, err = http.Post(srv.URL+"/events", "text/plain", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("garbage answered %s", resp.Status)
 	}
 }
