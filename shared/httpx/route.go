@@ -1,0 +1,71 @@
+package httpx
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/challfn/challfn/shared/apierr"
+)
+
+// Route is one REST route of a function: a path pattern and its methods.
+type Route struct {
+	// Prefix is the fixed part of the path (`/api/v1/instance`).
+	Prefix string
+	// Params is the number of path parameters after Prefix.
+	Params int
+	// Methods maps an HTTP method to its handler; the parameters are the
+	// unescaped path parameters in order.
+	Methods map[string]func(w http.ResponseWriter, r *http.Request, params []string)
+}
+
+// Router dispatches requests to routes the way grpc-gateway does for the
+// contract (§1.1): a path matching no route is a 404 `Not Found`, a known
+// path with another method is a 501 `Method Not Allowed`. Path parameters are
+// single segments: a trailing slash, an empty segment or an escaped `/`
+// (`%2F`) in a parameter matches nothing.
+func Router(routes ...Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, rt := range routes {
+			params, ok := match(r.URL.EscapedPath(), rt.Prefix, rt.Params)
+			if !ok {
+				continue
+			}
+			h := rt.Methods[r.Method]
+			if h == nil {
+				apierr.Write(w, apierr.MethodNotAllowed())
+				return
+			}
+			h(w, r, params)
+			return
+		}
+		apierr.Write(w, apierr.RouteNotFound())
+	})
+}
+
+func match(escaped, prefix string, n int) ([]string, bool) {
+	rest, ok := strings.CutPrefix(escaped, prefix)
+	if !ok {
+		return nil, false
+	}
+	if n == 0 {
+		return nil, rest == ""
+	}
+	rest, ok = strings.CutPrefix(rest, "/")
+	if !ok {
+		return nil, false
+	}
+	raw := strings.Split(rest, "/")
+	if len(raw) != n {
+		return nil, false
+	}
+	params := make([]string, n)
+	for i, seg := range raw {
+		p, err := url.PathUnescape(seg)
+		if err != nil || p == "" || strings.Contains(p, "/") {
+			return nil, false
+		}
+		params[i] = p
+	}
+	return params, true
+}
