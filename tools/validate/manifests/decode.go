@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 
+	yamlv3 "gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,7 +23,6 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
-	yamlv3 "gopkg.in/yaml.v3"
 )
 
 // Object is one decoded document.
@@ -41,31 +41,31 @@ func (o Object) String() string {
 // kinds lists every kind the deployment may contain. A kind not listed is an
 // error: a typo in apiVersion or kind must not silently skip validation.
 var kinds = map[string]func() any{
-	"v1/Namespace":             func() any { return &corev1.Namespace{} },
-	"v1/ConfigMap":             func() any { return &corev1.ConfigMap{} },
-	"v1/Secret":                func() any { return &corev1.Secret{} },
-	"v1/Service":               func() any { return &corev1.Service{} },
-	"v1/ServiceAccount":        func() any { return &corev1.ServiceAccount{} },
-	"v1/PersistentVolumeClaim": func() any { return &corev1.PersistentVolumeClaim{} },
-	"apps/v1/Deployment":       func() any { return &appsv1.Deployment{} },
-	"apps/v1/StatefulSet":      func() any { return &appsv1.StatefulSet{} },
-	"apps/v1/DaemonSet":        func() any { return &appsv1.DaemonSet{} },
-	"batch/v1/Job":             func() any { return &batchv1.Job{} },
-	"batch/v1/CronJob":         func() any { return &batchv1.CronJob{} },
-	"policy/v1/PodDisruptionBudget":                     func() any { return &policyv1.PodDisruptionBudget{} },
-	"networking.k8s.io/v1/NetworkPolicy":                func() any { return &networkingv1.NetworkPolicy{} },
-	"networking.k8s.io/v1/Ingress":                      func() any { return &networkingv1.Ingress{} },
-	"rbac.authorization.k8s.io/v1/Role":                 func() any { return &rbacv1.Role{} },
-	"rbac.authorization.k8s.io/v1/RoleBinding":          func() any { return &rbacv1.RoleBinding{} },
-	"rbac.authorization.k8s.io/v1/ClusterRole":          func() any { return &rbacv1.ClusterRole{} },
-	"rbac.authorization.k8s.io/v1/ClusterRoleBinding":   func() any { return &rbacv1.ClusterRoleBinding{} },
-	"serving.knative.dev/v1/Service":                    func() any { return &servingv1.Service{} },
-	"eventing.knative.dev/v1/Broker":                    func() any { return &eventingv1.Broker{} },
-	"eventing.knative.dev/v1/Trigger":                   func() any { return &eventingv1.Trigger{} },
-	"sources.knative.dev/v1/PingSource":                 func() any { return &sourcesv1.PingSource{} },
-	"gateway.networking.k8s.io/v1/Gateway":              func() any { return &gatewayv1.Gateway{} },
-	"gateway.networking.k8s.io/v1/HTTPRoute":            func() any { return &gatewayv1.HTTPRoute{} },
-	"gateway.networking.k8s.io/v1beta1/ReferenceGrant":  func() any { return &gatewayv1beta1.ReferenceGrant{} },
+	"v1/Namespace":                                     func() any { return &corev1.Namespace{} },
+	"v1/ConfigMap":                                     func() any { return &corev1.ConfigMap{} },
+	"v1/Secret":                                        func() any { return &corev1.Secret{} },
+	"v1/Service":                                       func() any { return &corev1.Service{} },
+	"v1/ServiceAccount":                                func() any { return &corev1.ServiceAccount{} },
+	"v1/PersistentVolumeClaim":                         func() any { return &corev1.PersistentVolumeClaim{} },
+	"apps/v1/Deployment":                               func() any { return &appsv1.Deployment{} },
+	"apps/v1/StatefulSet":                              func() any { return &appsv1.StatefulSet{} },
+	"apps/v1/DaemonSet":                                func() any { return &appsv1.DaemonSet{} },
+	"batch/v1/Job":                                     func() any { return &batchv1.Job{} },
+	"batch/v1/CronJob":                                 func() any { return &batchv1.CronJob{} },
+	"policy/v1/PodDisruptionBudget":                    func() any { return &policyv1.PodDisruptionBudget{} },
+	"networking.k8s.io/v1/NetworkPolicy":               func() any { return &networkingv1.NetworkPolicy{} },
+	"networking.k8s.io/v1/Ingress":                     func() any { return &networkingv1.Ingress{} },
+	"rbac.authorization.k8s.io/v1/Role":                func() any { return &rbacv1.Role{} },
+	"rbac.authorization.k8s.io/v1/RoleBinding":         func() any { return &rbacv1.RoleBinding{} },
+	"rbac.authorization.k8s.io/v1/ClusterRole":         func() any { return &rbacv1.ClusterRole{} },
+	"rbac.authorization.k8s.io/v1/ClusterRoleBinding":  func() any { return &rbacv1.ClusterRoleBinding{} },
+	"serving.knative.dev/v1/Service":                   func() any { return &servingv1.Service{} },
+	"eventing.knative.dev/v1/Broker":                   func() any { return &eventingv1.Broker{} },
+	"eventing.knative.dev/v1/Trigger":                  func() any { return &eventingv1.Trigger{} },
+	"sources.knative.dev/v1/PingSource":                func() any { return &sourcesv1.PingSource{} },
+	"gateway.networking.k8s.io/v1/Gateway":             func() any { return &gatewayv1.Gateway{} },
+	"gateway.networking.k8s.io/v1/HTTPRoute":           func() any { return &gatewayv1.HTTPRoute{} },
+	"gateway.networking.k8s.io/v1beta1/ReferenceGrant": func() any { return &gatewayv1beta1.ReferenceGrant{} },
 }
 
 // SplitDocuments splits a multi-document YAML stream, dropping empty

@@ -422,9 +422,9 @@ func TestBrokenCopies(t *testing.T) {
 // Broken kustomize trees (copies of knative/ on disk) are refused too.
 func TestBrokenKustomizations(t *testing.T) {
 	cases := []struct {
-		name  string
+		name   string
 		break_ func(t *testing.T, root string)
-		want  string
+		want   string
 	}{
 		{"resource file missing", func(t *testing.T, root string) {
 			if err := os.Remove(filepath.Join(root, "etcd", "etcd.yaml")); err != nil {
