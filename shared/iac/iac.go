@@ -1,7 +1,27 @@
-// Package iac drives Pulumi stacks for challenge instances through the Pulumi
-// Automation API: create, update (in place, blue-green, recreate), destroy and
-// preview of a scenario program for one identity.
+// Package iac drives Pulumi stacks for challenge instances through the Pulumi CLI, the way
+// the Automation API does (sdk/v3/go/auto), but with as few CLI processes as possible:
+// create, update (in place, blue-green, recreate), destroy and preview of a scenario
+// program for one identity.
+//
+// A stack is `organization/<project>/<identity>`, its config is `<project>:identity` and
+// `<project>:additional` (a JSON object string), and the program sees CM_PROJECT=<project>
+// (DESIGN decision 6, contract §7.2). State lives in the configured backend, so any Engine
+// on the same backend can update or destroy what another created (decision 2).
+//
+// Deployments outlive impatient clients (decision 5): every operation runs detached from
+// the caller's cancellation (context.WithoutCancel) under the Engine's own per-operation
+// timeout. A caller whose context is already done before anything started gets ctx.Err()
+// and nothing happens; once an engine process has started, it runs to its end.
 package iac
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"gopkg.in/yaml.v3"
+)
 
 // Program is a scenario ready to run: Dir holds a Pulumi.yaml with `runtime: go`
 // (a prebuilt `binary:` or Go source) and Project is the project name read from it.
@@ -24,3 +44,62 @@ const (
 	BlueGreen     Strategy = "blue_green"
 	Recreate      Strategy = "recreate"
 )
+
+// ErrNoProject is returned by LoadProgram when a directory has no Pulumi project file.
+var ErrNoProject = errors.New("no Pulumi project file found")
+
+// LoadProgram reads dir's Pulumi.yaml (or Pulumi.yml) and checks what the engine needs
+// (contract §8.3): a `name` and the `go` runtime.
+func LoadProgram(dir string) (Program, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return Program{}, err
+	}
+	proj, _, err := readProject(abs)
+	if err != nil {
+		return Program{}, err
+	}
+	name, _ := proj["name"].(string)
+	if name == "" {
+		return Program{}, fmt.Errorf("%s: project has no name", abs)
+	}
+	if rt := runtimeName(proj["runtime"]); rt != "go" {
+		return Program{}, fmt.Errorf("%s: unsupported runtime: %s", abs, rt)
+	}
+	return Program{Dir: abs, Project: name}, nil
+}
+
+func readProject(dir string) (map[string]any, string, error) {
+	for _, name := range []string{"Pulumi.yaml", "Pulumi.yml"} {
+		p := filepath.Join(dir, name)
+		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		proj := map[string]any{}
+		if err := yaml.Unmarshal(b, &proj); err != nil {
+			return nil, "", fmt.Errorf("%s: %w", p, err)
+		}
+		return proj, p, nil
+	}
+	return nil, "", fmt.Errorf("%s: %w", dir, ErrNoProject)
+}
+
+func runtimeName(rt any) string {
+	switch v := rt.(type) {
+	case string:
+		return v
+	case map[string]any:
+		s, _ := v["name"].(string)
+		return s
+	}
+	return fmt.Sprint(rt)
+}
+
+// StackName is the fully qualified stack name of an instance (contract §7.2).
+func StackName(project, identity string) string {
+	return "organization/" + project + "/" + identity
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the pinned Pulumi CLI and challfn's Go language host into .bin/ (DESIGN decision 7).
+#
+# .bin/pulumi is built from the tools/pulumi module (a few minutes cold) only when missing or
+# not the pinned version. .bin/pulumi-language-go is rebuilt every time: it is small and the
+# Go build cache makes it cheap. The engine finds the language host next to its own
+# executable, so both must stay side by side.
+set -euo pipefail
+
+PULUMI_VERSION=v3.220.0
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$root/.bin"
+mkdir -p "$bin"
+
+if [[ -x "$bin/pulumi" ]] && [[ "$("$bin/pulumi" version 2>/dev/null || true)" == "$PULUMI_VERSION" ]]; then
+	echo "pulumi $PULUMI_VERSION already in $bin" >&2
+else
+	echo "building pulumi $PULUMI_VERSION into $bin (takes a few minutes cold)" >&2
+	(
+		cd "$root/tools/pulumi"
+		go build -o "$bin/pulumi.tmp" \
+			-ldflags "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
+			github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
+	)
+	mv -f "$bin/pulumi.tmp" "$bin/pulumi"
+fi
+
+(
+	cd "$root"
+	go build -o "$bin/pulumi-language-go.tmp" ./cmd/pulumi-language-go
+)
+mv -f "$bin/pulumi-language-go.tmp" "$bin/pulumi-language-go"
+echo "pulumi-language-go built into $bin" >&2

@@ -1,0 +1,396 @@
+package iac
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const testPassphrase = "challfn-test-passphrase"
+
+// newTestEngine returns an Engine on a fresh file:// backend.
+func newTestEngine(t testing.TB) (*Engine, string) {
+	t.Helper()
+	backend := "file://" + t.TempDir()
+	e, err := New(Config{PulumiBin: pulumiBin, BackendURL: backend, Passphrase: testPassphrase, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, backend
+}
+
+func scenario(t testing.TB, name string) Program {
+	t.Helper()
+	p, err := LoadProgram(filepath.Join(repoRoot, "scenarios", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func stacks(t testing.TB, e *Engine) []StackRef {
+	t.Helper()
+	refs, err := e.ListStacks(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return refs
+}
+
+func hasStack(t testing.TB, e *Engine, project, identity string) bool {
+	return slices.Contains(stacks(t, e), StackRef{Project: project, Identity: identity})
+}
+
+func wantOutputs(t *testing.T, got Outputs, ci string, flags ...string) {
+	t.Helper()
+	if got.ConnectionInfo != ci || !slices.Equal(got.Flags, flags) {
+		t.Fatalf("outputs = %+v, want connection_info %q flags %q", got, ci, flags)
+	}
+}
+
+// TestLifecycle walks one instance through every operation on the real engine.
+func TestLifecycle(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	p := scenario(t, "additional")
+	id := "a0b1c2d3e4f5a6b7"
+
+	outs, err := e.Create(ctx, p, id, map[string]string{"k": "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutputs(t, outs, id+"?k=v", "CTF{"+id+"}")
+	if !hasStack(t, e, "additional", id) {
+		t.Fatal("stack missing from the backend after create")
+	}
+
+	// In place: same identity, outputs follow the new additional.
+	gotID, outs, err := e.Update(ctx, p, p, UpdateInPlace, id, map[string]string{"k": "w", "x": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotID != id {
+		t.Fatalf("in-place update changed identity to %q", gotID)
+	}
+	wantOutputs(t, outs, id+"?k=w&x=1", "CTF{"+id+"}")
+
+	// Blue-green: new identity, the old stack is gone from the backend.
+	newID, outs, err := e.Update(ctx, p, p, BlueGreen, id, map[string]string{"k": "bg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newID == id || len(newID) != 16 {
+		t.Fatalf("blue-green identity = %q (old %q)", newID, id)
+	}
+	wantOutputs(t, outs, newID+"?k=bg", "CTF{"+newID+"}")
+	if hasStack(t, e, "additional", id) || !hasStack(t, e, "additional", newID) {
+		t.Fatalf("after blue-green, stacks = %+v", stacks(t, e))
+	}
+
+	// Recreate: same identity, new deployment.
+	gotID, outs, err = e.Update(ctx, p, p, Recreate, newID, map[string]string{"k": "re"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotID != newID {
+		t.Fatalf("recreate changed identity to %q", gotID)
+	}
+	wantOutputs(t, outs, newID+"?k=re", "CTF{"+newID+"}")
+
+	if err := e.Destroy(ctx, p, newID); err != nil {
+		t.Fatal(err)
+	}
+	if refs := stacks(t, e); len(refs) != 0 {
+		t.Fatalf("stacks left after destroy: %+v", refs)
+	}
+	// Idempotent: destroying a missing stack succeeds.
+	if err := e.Destroy(ctx, p, newID); err != nil {
+		t.Fatalf("second destroy: %v", err)
+	}
+}
+
+func TestUnknownStrategy(t *testing.T) {
+	e, _ := newTestEngine(t)
+	p := Program{Dir: "/nonexistent", Project: "x"}
+	if _, _, err := e.Update(context.Background(), p, p, Strategy("sideways"), "id", nil); !errors.Is(err, ErrUnknownStrategy) {
+		t.Fatalf("err = %v, want ErrUnknownStrategy", err)
+	}
+}
+
+// TestInPlaceAcrossProjects: stack names are per project, so an in-place update to a
+// program of another project recreates the instance under the new project.
+func TestInPlaceAcrossProjects(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	old, new := scenario(t, "outputs"), scenario(t, "additional")
+	id := "1234567890123456" // all digits: must stay a string through the YAML config
+	outs, err := e.Create(ctx, old, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutputs(t, outs, "nc "+id+".outputs.local 1337", "CTF{"+id+"}", "CTF{second-"+id+"}")
+	gotID, outs, err := e.Update(ctx, old, new, UpdateInPlace, id, map[string]string{"a": "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotID != id {
+		t.Fatalf("identity changed to %q", gotID)
+	}
+	wantOutputs(t, outs, id+"?a=b", "CTF{"+id+"}")
+	if hasStack(t, e, "outputs", id) || !hasStack(t, e, "additional", id) {
+		t.Fatalf("stacks = %+v", stacks(t, e))
+	}
+	if err := e.Destroy(ctx, new, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFailedCreateLeavesNoStack(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	for _, tc := range []struct {
+		name, scenario string
+		additional     map[string]string
+		summary        string
+	}{
+		{"program error", "failing", nil, "this scenario fails on purpose"},
+		{"error on request", "additional", map[string]string{"fail": "boom"}, "failing on request: boom"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := scenario(t, tc.scenario)
+			_, err := e.Create(ctx, p, "f00df00df00df00d", tc.additional)
+			var oe *OpError
+			if !errors.As(err, &oe) {
+				t.Fatalf("err = %v, want *OpError", err)
+			}
+			if oe.Op != "create" || oe.Stack != StackName(p.Project, "f00df00df00df00d") {
+				t.Fatalf("OpError = %+v", oe)
+			}
+			if !strings.Contains(oe.Summary, tc.summary) {
+				t.Fatalf("summary %q does not carry the program's error %q", oe.Summary, tc.summary)
+			}
+			if oe.Log == "" {
+				t.Fatal("no engine log kept")
+			}
+			if refs := stacks(t, e); len(refs) != 0 {
+				t.Fatalf("failed create left stacks: %+v", refs)
+			}
+		})
+	}
+}
+
+func TestBadOutputsFailCreate(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	// The failing scenario's sibling without connection_info: the sdk scenario always
+	// exports one, so build a program that exports nothing by reusing "failing"'s module.
+	dir := t.TempDir()
+	copyDir(t, filepath.Join(repoRoot, "scenarios", "outputs"), dir)
+	src := `package main
+
+import "github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+func main() {
+	pulumi.Run(func(ctx *pulumi.Context) error {
+		ctx.Export("flag", pulumi.Int(42))
+		return nil
+	})
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := LoadProgram(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Create(ctx, p, "badbadbadbadbad0", nil)
+	if !errors.Is(err, ErrBadOutputs) {
+		t.Fatalf("err = %v, want ErrBadOutputs", err)
+	}
+	if refs := stacks(t, e); len(refs) != 0 {
+		t.Fatalf("bad outputs left stacks: %+v", refs)
+	}
+}
+
+// TestSecondProcessDestroys: another OS process, with its own Engine on the same backend,
+// destroys what this one created.
+func TestSecondProcessDestroys(t *testing.T) {
+	ctx := context.Background()
+	e, backend := newTestEngine(t)
+	p := scenario(t, "additional")
+	id := "5ec0ndd5ec0ndd00"
+	if _, err := e.Create(ctx, p, id, nil); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(),
+		helperEnv+"=1",
+		"IAC_TEST_PULUMI="+pulumiBin,
+		"IAC_TEST_BACKEND="+backend,
+		"IAC_TEST_PASSPHRASE="+testPassphrase,
+		"IAC_TEST_PROJECT="+p.Project,
+		"IAC_TEST_IDENTITY="+id,
+	)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper process: %v\n%s", err, out)
+	}
+	if refs := stacks(t, e); len(refs) != 0 {
+		t.Fatalf("stacks left after the other process destroyed: %+v", refs)
+	}
+}
+
+// TestCallerCancelDoesNotAbortUp: the caller hangs up while the program runs; the
+// deployment still completes (decision 5).
+func TestCallerCancelDoesNotAbortUp(t *testing.T) {
+	e, _ := newTestEngine(t)
+	p := scenario(t, "additional")
+	id := "cafecafecafecafe"
+	ctx, cancel := context.WithCancel(context.Background())
+	type res struct {
+		outs Outputs
+		err  error
+	}
+	done := make(chan res, 1)
+	go func() {
+		outs, err := e.Create(ctx, p, id, map[string]string{"sleep": "3s"})
+		done <- res{outs, err}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case r := <-done:
+		t.Fatalf("create returned before the cancel, test inconclusive: %+v", r)
+	default:
+	}
+	cancel()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("create after caller cancel: %v", r.err)
+	}
+	wantOutputs(t, r.outs, id+"?sleep=3s", "CTF{"+id+"}")
+	if !hasStack(t, e, "additional", id) {
+		t.Fatal("stack missing")
+	}
+	// A caller already gone before anything started gets its error and nothing runs.
+	if _, err := e.Create(ctx, p, "0000000000000000", nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("create with a done context: %v", err)
+	}
+	if err := e.Destroy(context.Background(), p, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSDKScenario: a scenario written with chall-manager's SDK v0.6.6 runs unchanged.
+func TestSDKScenario(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	p := scenario(t, "sdk")
+	id := "a0b1c2d3a0b1c2d3"
+	outs, err := e.Create(ctx, p, id, map[string]string{"host": "ctf.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if outs.ConnectionInfo != "curl http://"+id+".ctf.example" {
+		t.Fatalf("connection_info = %q", outs.ConnectionInfo)
+	}
+	// sdk.Variate is deterministic per identity: one flag, a variation of the base.
+	if len(outs.Flags) != 1 || len(outs.Flags[0]) != len("CTF{sdk-scenario}") || outs.Flags[0] == "" {
+		t.Fatalf("flags = %q", outs.Flags)
+	}
+	if err := e.Destroy(ctx, p, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPrebuiltScenario runs a program shipped as a binary (runtime.options.binary).
+func TestPrebuiltScenario(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	dir := t.TempDir()
+	copyDir(t, filepath.Join(repoRoot, "scenarios", "prebuilt"), dir)
+	build := exec.Command("go", "build", "-o", "main", ".")
+	build.Dir = dir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	// Remove the sources: only the binary may be used.
+	for _, f := range []string{"main.go", "go.mod", "go.sum"} {
+		_ = os.Remove(filepath.Join(dir, f))
+	}
+	p, err := LoadProgram(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "b1b1b1b1b1b1b1b1"
+	outs, err := e.Create(ctx, p, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutputs(t, outs, "nc "+id+".outputs.local 1337", "CTF{"+id+"}", "CTF{second-"+id+"}")
+	if err := e.Destroy(ctx, p, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPreview(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	if err := e.Preview(ctx, scenario(t, "additional"), map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	err := e.Preview(ctx, scenario(t, "additional"), map[string]string{"fail": "in preview"})
+	var oe *OpError
+	if !errors.As(err, &oe) || !strings.Contains(oe.Summary, "failing on request: in preview") {
+		t.Fatalf("failing preview: %v", err)
+	}
+	if refs := stacks(t, e); len(refs) != 0 {
+		t.Fatalf("preview left stacks: %+v", refs)
+	}
+}
+
+// TestConcurrentCreates deploys several stacks of one program at once.
+func TestConcurrentCreates(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	p := scenario(t, "outputs")
+	ids := []string{"c0c0c0c0c0c0c0c1", "c0c0c0c0c0c0c0c2", "c0c0c0c0c0c0c0c3"}
+	var wg sync.WaitGroup
+	errs := make([]error, len(ids))
+	outs := make([]Outputs, len(ids))
+	for i, id := range ids {
+		wg.Go(func() { outs[i], errs[i] = e.Create(ctx, p, id, nil) })
+	}
+	wg.Wait()
+	for i, id := range ids {
+		if errs[i] != nil {
+			t.Fatalf("create %s: %v", id, errs[i])
+		}
+		wantOutputs(t, outs[i], "nc "+id+".outputs.local 1337", "CTF{"+id+"}", "CTF{second-"+id+"}")
+	}
+	if n := len(stacks(t, e)); n != len(ids) {
+		t.Fatalf("%d stacks, want %d", n, len(ids))
+	}
+	for _, id := range ids {
+		wg.Go(func() {
+			if err := e.Destroy(ctx, p, id); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func copyDir(t testing.TB, src, dst string) {
+	t.Helper()
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil && !errors.Is(err, os.ErrExist) {
+		t.Fatal(err)
+	}
+}

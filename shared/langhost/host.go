@@ -1,0 +1,282 @@
+// Package langhost is challfn's Go language host for the Pulumi engine (DESIGN decision 7):
+// the plugin `pulumi-language-go` that the engine starts to run a scenario program.
+//
+// It runs either a prebuilt binary (`runtime.options.binary` in Pulumi.yaml, relative to the
+// program directory) or Go source, compiled once per content hash into a cache directory.
+// It passes the run information to the program through the environment variables that
+// sdk/v3's pulumi.Run reads, so programs written with plain pulumi.Run or with
+// chall-manager's SDK run unchanged. It never installs dependencies nor resource plugins:
+// scenarios are self-contained.
+package langhost
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/constant"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// Version is reported to the engine by GetPluginInfo.
+const Version = "3.220.0"
+
+// Host implements pulumirpc.LanguageRuntimeServer. Methods the engine does not need for
+// up/preview/destroy/refresh are left to the embedded Unimplemented server, which answers
+// codes.Unimplemented.
+type Host struct {
+	pulumirpc.UnimplementedLanguageRuntimeServer
+
+	mu            sync.Mutex
+	engineAddress string
+
+	builder *Builder
+	// Stdout and Stderr receive the program's output; the engine shows what the host prints.
+	Stdout, Stderr io.Writer
+}
+
+// New returns a host that talks to the engine at engineAddress (may be empty: the engine
+// then gives it in Handshake) and compiles Go sources into cacheDir.
+func New(engineAddress, cacheDir string) *Host {
+	return &Host{
+		engineAddress: engineAddress,
+		builder:       &Builder{CacheDir: cacheDir},
+		Stdout:        os.Stdout,
+		Stderr:        os.Stderr,
+	}
+}
+
+func (h *Host) engine() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.engineAddress
+}
+
+// Handshake records the engine address when the engine sends it.
+func (h *Host) Handshake(_ context.Context, req *pulumirpc.LanguageHandshakeRequest) (*pulumirpc.LanguageHandshakeResponse, error) {
+	if req.GetEngineAddress() == "" {
+		return nil, status.Error(codes.InvalidArgument, "handshake without an engine address")
+	}
+	h.mu.Lock()
+	h.engineAddress = req.GetEngineAddress()
+	h.mu.Unlock()
+	return &pulumirpc.LanguageHandshakeResponse{}, nil
+}
+
+// GetPluginInfo reports the host's version.
+func (h *Host) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.PluginInfo, error) {
+	return &pulumirpc.PluginInfo{Version: Version}, nil
+}
+
+// GetRequiredPlugins returns nothing: scenarios bring no resource plugin to download.
+func (h *Host) GetRequiredPlugins(context.Context, *pulumirpc.GetRequiredPluginsRequest) (*pulumirpc.GetRequiredPluginsResponse, error) {
+	return &pulumirpc.GetRequiredPluginsResponse{}, nil
+}
+
+// GetRequiredPackages returns nothing, for the same reason.
+func (h *Host) GetRequiredPackages(context.Context, *pulumirpc.GetRequiredPackagesRequest) (*pulumirpc.GetRequiredPackagesResponse, error) {
+	return &pulumirpc.GetRequiredPackagesResponse{}, nil
+}
+
+// InstallDependencies does nothing: Go sources are compiled from their own go.mod at Run,
+// and a prebuilt binary has no dependency.
+func (h *Host) InstallDependencies(_ *pulumirpc.InstallDependenciesRequest, _ pulumirpc.LanguageRuntime_InstallDependenciesServer) error {
+	return nil
+}
+
+// GetProgramDependencies returns nothing (used by `pulumi about` and telemetry only).
+func (h *Host) GetProgramDependencies(context.Context, *pulumirpc.GetProgramDependenciesRequest) (*pulumirpc.GetProgramDependenciesResponse, error) {
+	return &pulumirpc.GetProgramDependenciesResponse{}, nil
+}
+
+// RuntimeOptionsPrompts has no option to ask for.
+func (h *Host) RuntimeOptionsPrompts(context.Context, *pulumirpc.RuntimeOptionsRequest) (*pulumirpc.RuntimeOptionsResponse, error) {
+	return &pulumirpc.RuntimeOptionsResponse{}, nil
+}
+
+// About describes the runtime the host was built with.
+func (h *Host) About(context.Context, *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
+	exe, _ := os.Executable()
+	return &pulumirpc.AboutResponse{Executable: exe, Version: runtime.Version()}, nil
+}
+
+// Run resolves the program (prebuilt or compiled), runs it to completion and reports how it
+// ended the way the engine expects: exit status 32 means pulumi.Run already logged the error
+// to the engine (Bail), any other failure becomes RunResponse.Error.
+func (h *Host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
+	engine := h.engine()
+	if engine == "" {
+		return nil, status.Error(codes.FailedPrecondition, "no engine address: Handshake must come before Run")
+	}
+	progDir, rootDir := programDirs(req)
+	opts, err := parseOptions(req.GetInfo().GetOptions().AsMap())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+
+	bin := ""
+	if opts.Binary != "" {
+		bin, err = resolveBinary(opts.Binary, progDir, rootDir)
+		if err != nil {
+			return &pulumirpc.RunResponse{Error: err.Error()}, nil
+		}
+	} else {
+		bin, err = h.builder.Build(ctx, progDir)
+		if err != nil {
+			return &pulumirpc.RunResponse{Error: err.Error()}, nil
+		}
+	}
+
+	env, err := Env(req, engine)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "prepare program environment: %v", err)
+	}
+
+	pwd := req.GetPwd()
+	if pwd == "" {
+		pwd = progDir
+	}
+	tail := &tailBuffer{max: 4096}
+	cmd := exec.Command(bin, req.GetArgs()...)
+	cmd.Dir = pwd
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = h.Stdout
+	cmd.Stderr = io.MultiWriter(h.Stderr, tail)
+	err = cmd.Run()
+	if err == nil {
+		return &pulumirpc.RunResponse{}, nil
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) {
+		return &pulumirpc.RunResponse{Error: fmt.Sprintf("could not run program %s: %v", bin, err)}, nil
+	}
+	if exitErr.ExitCode() == constant.ExitStatusLoggedError {
+		return &pulumirpc.RunResponse{Bail: true}, nil
+	}
+	msg := fmt.Sprintf("program exited with non-zero exit code: %d", exitErr.ExitCode())
+	if t := tail.String(); t != "" {
+		msg += "\n" + t
+	}
+	return &pulumirpc.RunResponse{Error: msg}, nil
+}
+
+// Env returns the variables that sdk/v3's pulumi.Run reads (go/pulumi/run.go getEnvInfo).
+func Env(req *pulumirpc.RunRequest, engineAddress string) ([]string, error) {
+	cfg := req.GetConfig()
+	if cfg == nil {
+		cfg = map[string]string{}
+	}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	keys := req.GetConfigSecretKeys()
+	if keys == nil {
+		keys = []string{}
+	}
+	keysJSON, err := json.Marshal(keys)
+	if err != nil {
+		return nil, err
+	}
+	env := []string{
+		"PULUMI_CONFIG=" + string(cfgJSON),
+		"PULUMI_CONFIG_SECRET_KEYS=" + string(keysJSON),
+		"PULUMI_DRY_RUN=" + strconv.FormatBool(req.GetDryRun()),
+		"PULUMI_PARALLEL=" + strconv.Itoa(int(req.GetParallel())),
+		"PULUMI_MONITOR=" + req.GetMonitorAddress(),
+		"PULUMI_ENGINE=" + engineAddress,
+	}
+	add := func(k, v string) {
+		if v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	add("PULUMI_PROJECT", req.GetProject())
+	add("PULUMI_STACK", req.GetStack())
+	add("PULUMI_ORGANIZATION", req.GetOrganization())
+	add("PULUMI_ROOT_DIRECTORY", req.GetInfo().GetRootDirectory())
+	return env, nil
+}
+
+// programDirs returns the program directory (where the sources or the binary live) and the
+// project root (where Pulumi.yaml lives).
+func programDirs(req *pulumirpc.RunRequest) (prog, root string) {
+	info := req.GetInfo()
+	prog, root = info.GetProgramDirectory(), info.GetRootDirectory()
+	if prog == "" {
+		prog = req.GetPwd()
+	}
+	if root == "" {
+		root = prog
+	}
+	return prog, root
+}
+
+// Options are the `runtime.options` of Pulumi.yaml this host understands.
+type Options struct {
+	Binary string
+}
+
+func parseOptions(m map[string]any) (Options, error) {
+	var o Options
+	if v, ok := m["binary"]; ok && v != nil {
+		s, ok := v.(string)
+		if !ok {
+			return o, fmt.Errorf("runtime option binary must be a string, got %T", v)
+		}
+		o.Binary = s
+	}
+	return o, nil
+}
+
+// resolveBinary finds a prebuilt program: absolute, or relative to the program directory,
+// then to the project root.
+func resolveBinary(bin, progDir, rootDir string) (string, error) {
+	candidates := []string{bin}
+	if !filepath.IsAbs(bin) {
+		candidates = []string{filepath.Join(progDir, bin), filepath.Join(rootDir, bin)}
+	}
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			if st.Mode()&0o111 == 0 {
+				return "", fmt.Errorf("prebuilt program %s is not executable", c)
+			}
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("prebuilt program %q not found in %s", bin, progDir)
+}
+
+// tailBuffer keeps the last max bytes written, to quote a crashing program's last words.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = t.buf[len(t.buf)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}
