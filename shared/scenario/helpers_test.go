@@ -182,6 +182,7 @@ func wantKind(t *testing.T, err error, want Kind) *Error {
 	if se.Kind != want {
 		t.Fatalf("kind = %v, want %v (error: %v)", se.Kind, want, err)
 	}
+	t.Logf("error: %v", err)
 	return se
 }
 

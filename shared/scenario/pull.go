@@ -120,6 +120,9 @@ func pull(ctx context.Context, ref string, repo *remote.Repository, desc ocispec
 		case err != nil:
 			var se *Error
 			if errors.As(err, &se) {
+				if se.Ref == "" {
+					se.Ref = ref
+				}
 				return err
 			}
 			return classify(ref, fmt.Errorf("fetch %s: %w", f.name, err))
