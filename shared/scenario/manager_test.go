@@ -3,9 +3,9 @@ package scenario
 import (
 	"bytes"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
