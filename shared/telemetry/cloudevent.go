@@ -89,7 +89,7 @@ func CloudEvent(fn CloudEventFunc) CloudEventFunc {
 // challfn.events.handled counter records the outcome, and traces and metrics
 // are flushed before fn's result goes back to the platform.
 //
-// Outcomes: nil or an ACK result → ok; a cehttp result with a 4xx status →
+// Outcomes: nil, an ACK or a 2xx cehttp result → ok; a cehttp result with a 4xx status →
 // rejected (the platform will not retry; span not marked as error); anything
 // else → error (retried).
 func (t *Telemetry) CloudEvent(fn CloudEventFunc) CloudEventFunc {
@@ -138,8 +138,13 @@ func eventOutcome(err error) string {
 		return OutcomeOK
 	}
 	var res *cehttp.Result
-	if errors.As(err, &res) && res.StatusCode >= 400 && res.StatusCode < 500 {
-		return OutcomeRejected
+	if errors.As(err, &res) {
+		switch {
+		case res.StatusCode >= 200 && res.StatusCode < 300:
+			return OutcomeOK
+		case res.StatusCode >= 400 && res.StatusCode < 500:
+			return OutcomeRejected
+		}
 	}
 	return OutcomeError
 }

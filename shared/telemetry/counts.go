@@ -97,22 +97,26 @@ func (in *Instruments) ObserveCounts(c Counter, o CountsOptions) (unregister fun
 	if err != nil {
 		return nil, err
 	}
+	h := &registration{reg: reg}
 	in.mu.Lock()
 	prev := in.reg
-	in.reg = reg
+	in.reg = h
 	in.mu.Unlock()
 	if prev != nil {
-		_ = prev.Unregister()
+		_ = prev.reg.Unregister()
 	}
 	return func() error {
 		in.mu.Lock()
-		if in.reg == reg {
+		if in.reg == h {
 			in.reg = nil
 		}
 		in.mu.Unlock()
 		return reg.Unregister()
 	}, nil
 }
+
+// registration wraps a metric.Registration so that it can be compared.
+type registration struct{ reg metric.Registration }
 
 // countsCache reuses a recent successful read. Concurrent collections share
 // one read (the mutex is held across it).

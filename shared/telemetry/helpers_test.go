@@ -2,8 +2,8 @@ package telemetry
 
 import (
 	"context"
-	"log/slog"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"

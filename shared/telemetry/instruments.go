@@ -92,7 +92,7 @@ type Instruments struct {
 	events      metric.Int64Counter
 
 	mu  sync.Mutex
-	reg metric.Registration
+	reg *registration // current ObserveCounts callback
 }
 
 func newInstruments(m metric.Meter, log *slog.Logger) (*Instruments, error) {
