@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs whatever the tests need and runs every test of the project.
+# Usage: scripts/test.sh            (what CI runs through .ci/run)
+#        scripts/test.sh -short     (extra flags go to `go test` of the main module)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+# Tools the tests start for real: the Pulumi CLI and our Go language host, and
+# the monitoring fixture (Jaeger, Prometheus) when its installer exists.
+scripts/install-pulumi.sh
+if [[ -x scripts/install-monitoring.sh ]]; then scripts/install-monitoring.sh; fi
+export PATH="$root/.bin:$PATH"
+export CHALLFN_PULUMI="$root/.bin/pulumi"
+export PULUMI_SKIP_UPDATE_CHECK=true
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test (main module)"
+go test -count=1 -timeout 45m "$@" ./...
+
+# Separate modules (kept apart so the functions' go.mod does not inherit them).
+for mod in tools/validate; do
+  if [[ -f $mod/go.mod ]]; then
+    echo "== go test ($mod)"
+    (cd "$mod" && go test -count=1 -timeout 20m ./...)
+  fi
+done
