@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -97,7 +98,7 @@ func (e *Error) Error() string {
 	if e.Detail != "" {
 		msg += ": " + e.Detail
 	}
-	if e.Err != nil && (e.Detail == "" || e.Detail != e.Err.Error()) {
+	if e.Err != nil && !strings.Contains(e.Detail, e.Err.Error()) {
 		msg += ": " + e.Err.Error()
 	}
 	return msg
