@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -41,6 +42,18 @@ const (
 	CodeDataLoss           Code = 15
 	CodeUnauthenticated    Code = 16
 )
+
+var codeNames = [...]string{"OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+	"AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange",
+	"Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated"}
+
+// String is the code's name as grpc-go spells it (for logs and span attributes).
+func (c Code) String() string {
+	if c >= 0 && int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return "Code(" + strconv.Itoa(int(c)) + ")"
+}
 
 // StatusClientClosedRequest is the non-standard 499 grpc-gateway answers for
 // a cancelled call.
@@ -111,7 +124,7 @@ func newError(code Code, message string, details ...proto.Message) *Error {
 // Error implements error. It shows what the client sees plus the cause, for logs.
 func (e *Error) Error() string {
 	reason := e.Reason()
-	s := fmt.Sprintf("rpc error: code = %d desc = %s", e.code, e.message)
+	s := fmt.Sprintf("rpc error: code = %s desc = %s", e.code, e.message)
 	if reason != "" {
 		s += " (" + reason + ")"
 	}

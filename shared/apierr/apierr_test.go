@@ -249,3 +249,14 @@ func TestMaskText(t *testing.T) {
 		}
 	}
 }
+
+func TestCodeString(t *testing.T) {
+	for c, want := range map[apierr.Code]string{0: "OK", 1: "Canceled", 9: "FailedPrecondition", 16: "Unauthenticated", 17: "Code(17)", -1: "Code(-1)"} {
+		if got := c.String(); got != want {
+			t.Errorf("%d: %q, want %q", int32(c), got, want)
+		}
+	}
+	if got := apierr.ChallengeNotFound("1").Error(); got != "rpc error: code = NotFound desc = Challenge not found. (CHALLENGE_NOT_FOUND)" {
+		t.Errorf("Error() = %q", got)
+	}
+}
