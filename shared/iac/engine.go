@@ -476,7 +476,7 @@ func (r result) opErrorWithEvents(op, stack, eventLog string) *OpError {
 	return &OpError{Op: op, Stack: stack, Summary: summarize(diags, r.stderr), Log: r.stdout + r.stderr, Err: r.err}
 }
 
-// summarize keeps a short, human message: the engine's error diagnostics when there are
+// summarize keeps a short, one-line, human message: the engine's error diagnostics when there are
 // some, otherwise the last non-empty lines of its error output.
 func summarize(diags []string, stderr string) string {
 	const max = 2000
@@ -490,7 +490,8 @@ func summarize(diags []string, stderr string) string {
 		}
 		s = strings.Join(lines, "; ")
 	}
-	s = strings.TrimSpace(s)
+	// One line: summaries end up in JSON error bodies and log fields.
+	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > max {
 		s = s[:max] + "…"
 	}

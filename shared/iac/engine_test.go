@@ -176,6 +176,7 @@ func TestFailedCreateLeavesNoStack(t *testing.T) {
 			if !strings.Contains(oe.Summary, tc.summary) {
 				t.Fatalf("summary %q does not carry the program's error %q", oe.Summary, tc.summary)
 			}
+			t.Logf("summary: %s", oe.Summary)
 			if oe.Log == "" {
 				t.Fatal("no engine log kept")
 			}
