@@ -38,6 +38,7 @@ type Config struct {
 	MaxRequestBytes  int64
 	EventsSinkURL    string
 	APITokens        []string
+	OrphanGrace      time.Duration
 	LogLevel         string
 	Debug            bool
 }
@@ -85,6 +86,7 @@ func Load(env Getenv) (Config, error) {
 
 	c.LockTTL, errs = duration(env, "LOCK_TTL", 10*time.Second, errs)
 	c.DeployTimeout, errs = duration(env, "DEPLOY_TIMEOUT", 540*time.Second, errs)
+	c.OrphanGrace, errs = duration(env, "JANITOR_ORPHAN_GRACE", 10*time.Minute, errs)
 	c.OCIInsecure, errs = boolean(env, "OCI_INSECURE", errs)
 	c.Debug, errs = boolean(env, "CHALLFN_DEBUG", errs)
 	c.ScenarioMaxBytes, errs = integer(env, "SCENARIO_MAX_BYTES", 256<<20, errs)
