@@ -12,7 +12,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="$root/.bin"
 mkdir -p "$bin"
 
-if [[ -x "$bin/pulumi" ]] && [[ "$("$bin/pulumi" version 2>/dev/null || true)" == "$PULUMI_VERSION" ]]; then
+if [[ -x "$bin/pulumi" ]] && [[ "$(PULUMI_SKIP_UPDATE_CHECK=true "$bin/pulumi" version 2>/dev/null || true)" == "$PULUMI_VERSION" ]]; then
 	echo "pulumi $PULUMI_VERSION already in $bin" >&2
 else
 	echo "building pulumi $PULUMI_VERSION into $bin (takes a few minutes cold)" >&2
