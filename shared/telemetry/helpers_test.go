@@ -71,13 +71,13 @@ func hasMetric(rm metricdata.ResourceMetrics, name string) bool {
 type recordingSpanExporter struct {
 	exported atomic.Int64 // number of ExportSpans calls that completed
 	spans    atomic.Int64
-	block    bool
+	block    atomic.Bool
 	delay    func()
 	mu       sync.Mutex
 }
 
 func (e *recordingSpanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
-	if e.block {
+	if e.block.Load() {
 		<-ctx.Done()
 		return ctx.Err()
 	}

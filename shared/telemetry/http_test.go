@@ -225,7 +225,8 @@ func TestFlushBeforeStreamEnds(t *testing.T) {
 }
 
 func TestFlushFailureDoesNotFailRequest(t *testing.T) {
-	se := &recordingSpanExporter{block: true}
+	se := &recordingSpanExporter{}
+	se.block.Store(true)
 	tel, err := Setup(context.Background(), "stuck-svc", "", WithSpanExporter(se), WithoutGlobal(),
 		WithFlushTimeout(50*time.Millisecond), WithLogger(discardLogger()))
 	if err != nil {
@@ -249,6 +250,19 @@ func TestFlushFailureDoesNotFailRequest(t *testing.T) {
 	}
 	if se.exported.Load() != 0 {
 		t.Fatalf("stuck exporter reported success")
+	}
+	if !tel.Degraded() {
+		t.Fatal("a failed flush did not shorten the next ones")
+	}
+	// The collector comes back: the first successful flush ends the degraded mode.
+	se.block.Store(false)
+	resp, err = srv.Client().Get(srv.URL + "/api/v1/challenge/z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if tel.Degraded() {
+		t.Fatal("still degraded after a successful flush")
 	}
 }
 

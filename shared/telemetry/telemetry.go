@@ -49,6 +49,13 @@ const (
 // DefaultFlushTimeout bounds Flush when neither an option nor EnvFlushTimeout says otherwise.
 const DefaultFlushTimeout = 2 * time.Second
 
+// While degraded (after a failed flush, for degradedPeriod), flushes are
+// bounded by degradedFlushTimeout instead of the flush timeout.
+const (
+	degradedPeriod       = 30 * time.Second
+	degradedFlushTimeout = 100 * time.Millisecond
+)
+
 // defaultMetricInterval is the PeriodicReader interval when OTEL_METRIC_EXPORT_INTERVAL
 // is unset: metrics are pushed by Flush, the timer is only a safety net for
 // long-lived instances (Knative without CPU throttling).
@@ -66,7 +73,11 @@ type Telemetry struct {
 	res          *resource.Resource
 	flushTimeout time.Duration
 	log          *slog.Logger
-	shutdownOnce sync.Once
+	// degradedUntil (Unix ns) is set when a flush fails: until then flushes
+	// wait at most degradedFlushTimeout, so a collector outage does not add
+	// the full flush timeout to every request.
+	degradedUntil atomic.Int64
+	shutdownOnce  sync.Once
 	shutdownErr  error
 }
 
@@ -282,17 +293,22 @@ func (t *Telemetry) FlushTimeout() time.Duration { return t.flushTimeout }
 
 // Flush exports pending spans and the current metrics, waiting at most the
 // flush timeout (less if ctx ends sooner). Errors are logged, never returned:
-// a failing collector must not fail a request. Both providers flush in
-// parallel; Flush returns only when both are done, so nothing outlives the call
-// that asked for it (except an exporter stuck past the timeout, which the SDK
-// abandons).
+// a failing collector must not fail a request. After a failure, flushes wait
+// at most 100 ms for the next 30 s, so an unreachable collector costs each
+// request little; the first success restores the full timeout. Both providers
+// flush in parallel; Flush returns only when both are done.
 func (t *Telemetry) Flush(ctx context.Context) {
 	if t.sdkTP == nil && t.sdkMP == nil {
 		return
 	}
+	timeout := t.flushTimeout
+	degraded := time.Now().UnixNano() < t.degradedUntil.Load()
+	if degraded && timeout > degradedFlushTimeout {
+		timeout = degradedFlushTimeout
+	}
 	// The request may already be cancelled (client gone): the export must still
 	// be attempted, within its own bound.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.flushTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	var terr, merr error
@@ -304,9 +320,20 @@ func (t *Telemetry) Flush(ctx context.Context) {
 	}
 	wg.Wait()
 	if err := errors.Join(terr, merr); err != nil {
-		t.log.WarnContext(ctx, "telemetry flush failed", slog.String("error", err.Error()))
+		t.degradedUntil.Store(time.Now().Add(degradedPeriod).UnixNano())
+		if !degraded { // once per outage, not once per request
+			t.log.WarnContext(ctx, "telemetry flush failed; shortening flush waits for a while", slog.String("error", err.Error()))
+		}
+		return
+	}
+	if degraded {
+		t.degradedUntil.Store(0)
+		t.log.InfoContext(ctx, "telemetry flush recovered")
 	}
 }
+
+// Degraded reports whether a recent flush failed (flushes are then shortened).
+func (t *Telemetry) Degraded() bool { return time.Now().UnixNano() < t.degradedUntil.Load() }
 
 // Shutdown flushes and stops both providers; later calls return the first result.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
