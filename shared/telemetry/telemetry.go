@@ -78,7 +78,7 @@ type Telemetry struct {
 	// the full flush timeout to every request.
 	degradedUntil atomic.Int64
 	shutdownOnce  sync.Once
-	shutdownErr  error
+	shutdownErr   error
 }
 
 // Option configures Setup.
