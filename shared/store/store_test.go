@@ -1,0 +1,529 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/shared/lock"
+	"github.com/challfn/challfn/shared/store"
+)
+
+const prefix = "/t"
+
+func newStore(t testing.TB) (*store.Store, *clientv3.Client) {
+	t.Helper()
+	cli := etcdtest.Start(t)
+	return store.New(cli, prefix), cli
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantErr(t testing.TB, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("got error %v, want %v", err, want)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func lease(t testing.TB, cli *clientv3.Client) clientv3.LeaseID {
+	t.Helper()
+	l, err := cli.Grant(context.Background(), 30)
+	must(t, err)
+	return l.ID
+}
+
+// allKeys lists every key under the test prefix.
+func allKeys(t testing.TB, cli *clientv3.Client) []string {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), prefix+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	must(t, err)
+	var keys []string
+	for _, kv := range resp.Kvs {
+		keys = append(keys, string(kv.Key))
+	}
+	return keys
+}
+
+// addClaimed creates a claimed instance through a reservation.
+func addClaimed(t testing.TB, s *store.Store, cli *clientv3.Client, cid, sid, identity string, until *time.Time) *store.Instance {
+	t.Helper()
+	ctx := context.Background()
+	must(t, s.Reserve(ctx, cid, sid, identity, lease(t, cli)))
+	i := &store.Instance{ChallengeID: cid, SourceID: sid, Identity: identity, Since: t0, LastRenew: t0, Until: until,
+		ConnectionInfo: "nc " + identity, Flags: []string{"FLAG{" + identity + "}"}, Additional: map[string]string{"k": "v"}, Digest: "sha256:x", Project: "p"}
+	must(t, s.CommitReserved(ctx, i))
+	return i
+}
+
+func addPooled(t testing.TB, s *store.Store, cid, identity string) *store.Instance {
+	t.Helper()
+	i := &store.Instance{ChallengeID: cid, Identity: identity, Since: t0, LastRenew: t0, ConnectionInfo: "nc " + identity}
+	must(t, s.PutPooled(context.Background(), i))
+	return i
+}
+
+func addChallenge(t testing.TB, s *store.Store, id string) *store.Challenge {
+	t.Helper()
+	c := &store.Challenge{ID: id, Scenario: "reg/" + id + ":v1", Digest: "sha256:" + id, Project: "p", Timeout: ptr(time.Hour), Min: 1, Max: 5}
+	must(t, s.CreateChallenge(context.Background(), c))
+	return c
+}
+
+func TestChallengeLifecycle(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	c := &store.Challenge{ID: "1", Scenario: "reg/a:v1", Digest: "sha256:a", Timeout: ptr(90 * time.Second), Until: ptr(t0),
+		Additional: map[string]string{"a": "b"}, Min: 1, Max: 3}
+	must(t, s.CreateChallenge(ctx, c))
+	if c.Rev == 0 {
+		t.Fatal("Rev not set by create")
+	}
+	wantErr(t, s.CreateChallenge(ctx, &store.Challenge{ID: "1"}), store.ErrExists)
+	addChallenge(t, s, "10")
+	addChallenge(t, s, "2")
+
+	got, err := s.GetChallenge(ctx, "1")
+	must(t, err)
+	if got.Rev != c.Rev || *got.Timeout != 90*time.Second || !got.Until.Equal(t0) || got.Additional["a"] != "b" || got.Max != 3 {
+		t.Fatalf("read back %+v, stored %+v", got, c)
+	}
+	_, err = s.GetChallenge(ctx, "3")
+	wantErr(t, err, store.ErrNotFound)
+
+	stale := *got
+	got.Min = 2
+	must(t, s.UpdateChallenge(ctx, got))
+	stale.Max = 9
+	wantErr(t, s.UpdateChallenge(ctx, &stale), store.ErrConflict)
+	wantErr(t, s.UpdateChallenge(ctx, &store.Challenge{ID: "nope", Rev: 1}), store.ErrNotFound)
+
+	list, err := s.ListChallenges(ctx)
+	must(t, err)
+	var ids []string
+	for _, c := range list {
+		ids = append(ids, c.ID)
+	}
+	if !slices.Equal(ids, []string{"1", "10", "2"}) {
+		t.Fatalf("ListChallenges = %v", ids)
+	}
+
+	addClaimed(t, s, cli, "1", "s", "i1", nil)
+	wantErr(t, s.DeleteChallenge(ctx, "1", 0), store.ErrNotEmpty)
+	wantErr(t, s.DeleteChallenge(ctx, "1", c.Rev), store.ErrNotEmpty)
+	i, err := s.GetBySource(ctx, "1", "s")
+	must(t, err)
+	must(t, s.DeleteInstance(ctx, i))
+	wantErr(t, s.DeleteChallenge(ctx, "1", c.Rev), store.ErrConflict) // updated since c was read
+	must(t, s.DeleteChallenge(ctx, "1", got.Rev))
+	wantErr(t, s.DeleteChallenge(ctx, "1", 0), store.ErrNotFound)
+}
+
+func TestPrefixesDoNotOverlap(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	addChallenge(t, s, "1")
+	addChallenge(t, s, "10")
+	addClaimed(t, s, cli, "10", "s", "a", nil)
+	addClaimed(t, s, cli, "10", "s1", "b", nil)
+	addPooled(t, s, "10", "c")
+
+	snap, err := s.GetSnapshot(ctx, "1")
+	must(t, err)
+	if len(snap.Claimed)+len(snap.Pooled) != 0 {
+		t.Fatalf("challenge 1 sees instances of challenge 10: %+v", snap)
+	}
+	claimed, pooled, err := s.CountChallenge(ctx, "1")
+	must(t, err)
+	if claimed != 0 || pooled != 0 {
+		t.Fatalf("CountChallenge(1) = %d, %d", claimed, pooled)
+	}
+	bySrc, err := s.ListBySource(ctx, "s")
+	must(t, err)
+	if len(bySrc) != 1 || bySrc[0].Identity != "a" {
+		t.Fatalf("ListBySource(s) = %v (source s1 must not match)", bySrc)
+	}
+	_, err = s.Claim(ctx, "1", "s9", nil)
+	wantErr(t, err, store.ErrPoolEmpty)
+}
+
+func TestReservation(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	addChallenge(t, s, "c")
+	l := lease(t, cli)
+
+	wantErr(t, s.Reserve(ctx, "missing", "s", "i0", l), store.ErrNotFound)
+	must(t, s.Reserve(ctx, "c", "s", "i1", l))
+	wantErr(t, s.Reserve(ctx, "c", "s", "i2", l), store.ErrExists)
+	pending, err := s.Pending(ctx, "c")
+	must(t, err)
+	if !slices.Equal(pending, []string{"i1"}) {
+		t.Fatalf("Pending = %v, want [i1]", pending)
+	}
+	_, err = s.GetBySource(ctx, "c", "s")
+	wantErr(t, err, store.ErrNotFound) // a reservation is not an instance
+
+	i := &store.Instance{ChallengeID: "c", SourceID: "s", Identity: "i1", Since: t0, LastRenew: t0, Until: ptr(t0.Add(time.Hour))}
+	wrong := *i
+	wrong.Identity = "other"
+	wantErr(t, s.CommitReserved(ctx, &wrong), store.ErrNoReservation)
+	must(t, s.CommitReserved(ctx, i))
+	got, err := s.GetBySource(ctx, "c", "s")
+	must(t, err)
+	if got.Identity != "i1" || got.Rev != i.Rev || !got.Until.Equal(*i.Until) {
+		t.Fatalf("GetBySource = %+v, committed %+v", got, i)
+	}
+	pending, err = s.Pending(ctx, "c")
+	must(t, err)
+	if len(pending) != 0 {
+		t.Fatalf("pending after commit: %v", pending)
+	}
+	wantErr(t, s.Reserve(ctx, "c", "s", "i3", l), store.ErrExists) // the claim is permanent
+
+	// Abort frees the source; a commit after the abort fails.
+	must(t, s.Reserve(ctx, "c", "s2", "i4", l))
+	must(t, s.AbortReserved(ctx, "c", "s2", "i4"))
+	wantErr(t, s.CommitReserved(ctx, &store.Instance{ChallengeID: "c", SourceID: "s2", Identity: "i4"}), store.ErrNoReservation)
+	must(t, s.Reserve(ctx, "c", "s2", "i5", l))
+
+	// Lease loss (crash) frees the source and the pending marker.
+	_, err = cli.Revoke(ctx, l)
+	must(t, err)
+	pending, err = s.Pending(ctx, "c")
+	must(t, err)
+	if len(pending) != 0 {
+		t.Fatalf("pending after lease loss: %v", pending)
+	}
+	wantErr(t, s.CommitReserved(ctx, &store.Instance{ChallengeID: "c", SourceID: "s2", Identity: "i5"}), store.ErrNoReservation)
+	must(t, s.Reserve(ctx, "c", "s2", "i6", lease(t, cli)))
+}
+
+func TestConcurrentReservationsOneWinner(t *testing.T) {
+	s, cli := newStore(t)
+	addChallenge(t, s, "c")
+	l := lease(t, cli)
+	const n = 20
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for k := range n {
+		wg.Go(func() { errs[k] = s.Reserve(context.Background(), "c", "src", fmt.Sprintf("id%02d", k), l) })
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, store.ErrExists):
+			t.Fatal(err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d reservations won, want exactly 1", won)
+	}
+}
+
+func TestClaimLowestFirst(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	addChallenge(t, s, "c")
+	for _, id := range []string{"c3", "a1", "b2"} {
+		addPooled(t, s, "c", id)
+	}
+	claimed, pooled, err := s.CountChallenge(ctx, "c")
+	must(t, err)
+	if claimed != 0 || pooled != 3 {
+		t.Fatalf("counts %d claimed, %d pooled", claimed, pooled)
+	}
+	now := t0.Add(time.Minute)
+	until := now.Add(time.Hour)
+	i, err := s.Claim(ctx, "c", "s1", func(i *store.Instance) {
+		i.LastRenew, i.Until, i.Additional = now, &until, map[string]string{"x": "y"}
+		i.Since = now // must be ignored: since stays the pool creation time
+	})
+	must(t, err)
+	if i.Identity != "a1" || i.SourceID != "s1" || !i.Since.Equal(t0) || !i.LastRenew.Equal(now) || i.Additional["x"] != "y" {
+		t.Fatalf("claimed %+v", i)
+	}
+	got, err := s.GetBySource(ctx, "c", "s1")
+	must(t, err)
+	if got.Identity != "a1" || got.Rev != i.Rev {
+		t.Fatalf("GetBySource after claim = %+v", got)
+	}
+	_, err = s.Claim(ctx, "c", "s1", nil)
+	wantErr(t, err, store.ErrExists)
+	must(t, s.Reserve(ctx, "c", "s2", "zz", lease(t, cli)))
+	_, err = s.Claim(ctx, "c", "s2", nil)
+	wantErr(t, err, store.ErrExists) // a reservation counts too
+
+	claimed, pooled, err = s.CountChallenge(ctx, "c")
+	must(t, err)
+	if claimed != 1 || pooled != 2 {
+		t.Fatalf("counts after claim: %d claimed, %d pooled", claimed, pooled)
+	}
+	exp, err := s.ExpiredBefore(ctx, until.Add(time.Second), 0)
+	must(t, err)
+	if len(exp) != 1 || exp[0].Identity != "a1" || exp[0].SourceID != "s1" {
+		t.Fatalf("claim did not index the expiry: %+v", exp)
+	}
+}
+
+func TestClaimRace(t *testing.T) {
+	s, _ := newStore(t)
+	addChallenge(t, s, "c")
+	for _, id := range []string{"p1", "p2", "p3"} {
+		addPooled(t, s, "c", id)
+	}
+	const n = 10
+	got := make([]*store.Instance, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for k := range n {
+		wg.Go(func() { got[k], errs[k] = s.Claim(context.Background(), "c", fmt.Sprintf("s%d", k), nil) })
+	}
+	wg.Wait()
+	var ids []string
+	for k := range n {
+		switch {
+		case errs[k] == nil:
+			ids = append(ids, got[k].Identity)
+		case !errors.Is(errs[k], store.ErrPoolEmpty):
+			t.Fatal(errs[k])
+		}
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"p1", "p2", "p3"}) {
+		t.Fatalf("winners claimed %v, want each of p1 p2 p3 once", ids)
+	}
+}
+
+func TestInstanceUpdateAndDelete(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	addChallenge(t, s, "c")
+	i := addClaimed(t, s, cli, "c", "s", "old", ptr(t0))
+
+	// Renew: until moves, the expiry index follows.
+	read, err := s.GetBySource(ctx, "c", "s")
+	must(t, err)
+	stale := *read
+	read.Until = ptr(t0.Add(2 * time.Hour))
+	must(t, s.UpdateInstance(ctx, read))
+	exp, err := s.ExpiredBefore(ctx, t0.Add(time.Hour), 0)
+	must(t, err)
+	if len(exp) != 0 {
+		t.Fatalf("old until still indexed: %+v", exp)
+	}
+	wantErr(t, s.UpdateInstance(ctx, &stale), store.ErrConflict)
+
+	// Blue-green: the identity changes, claim and index follow.
+	read.Identity, read.ConnectionInfo = "new", "nc new"
+	must(t, s.UpdateInstance(ctx, read))
+	_, err = s.GetByIdentity(ctx, "c", "old")
+	wantErr(t, err, store.ErrNotFound)
+	bySrc, err := s.GetBySource(ctx, "c", "s")
+	must(t, err)
+	if bySrc.Identity != "new" || bySrc.ConnectionInfo != "nc new" || bySrc.Rev != read.Rev {
+		t.Fatalf("after blue-green GetBySource = %+v", bySrc)
+	}
+	exp, err = s.ExpiredBefore(ctx, t0.Add(3*time.Hour), 0)
+	must(t, err)
+	if len(exp) != 1 || exp[0].Identity != "new" {
+		t.Fatalf("expiry index after blue-green: %+v", exp)
+	}
+	// Moving to another source is refused.
+	moved := *bySrc
+	moved.SourceID = "other"
+	wantErr(t, s.UpdateInstance(ctx, &moved), store.ErrInvalid)
+
+	// A hand-built record (no read) updates too, given the right Rev.
+	must(t, s.UpdateInstance(ctx, &store.Instance{ChallengeID: "c", SourceID: "s", Identity: "new", Rev: bySrc.Rev, Since: i.Since}))
+
+	// Delete removes record, claim and index; a second delete finds nothing.
+	cur, err := s.GetByIdentity(ctx, "c", "new")
+	must(t, err)
+	must(t, s.DeleteInstance(ctx, cur))
+	wantErr(t, s.DeleteInstance(ctx, cur), store.ErrNotFound)
+	for _, k := range allKeys(t, cli) {
+		if k != prefix+"/chall/c" {
+			t.Fatalf("key left after delete: %s", k)
+		}
+	}
+	must(t, s.Reserve(ctx, "c", "s", "again", lease(t, cli))) // the source is free again
+}
+
+func TestExpiredBefore(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	addChallenge(t, s, "a")
+	addChallenge(t, s, "b")
+	now := t0
+	addClaimed(t, s, cli, "a", "s1", "i1", ptr(now.Add(-time.Hour)))
+	addClaimed(t, s, cli, "b", "s2", "i2", ptr(now.Add(-2*time.Hour)))
+	addClaimed(t, s, cli, "a", "s3", "i3", ptr(now.Add(time.Hour)))
+	addClaimed(t, s, cli, "a", "s4", "i4", nil)
+	addClaimed(t, s, cli, "a", "s5", "i5", ptr(now)) // not before now
+	p := addPooled(t, s, "a", "p1")
+	p.Until = ptr(now.Add(-3 * time.Hour)) // pooled instances never expire
+	must(t, s.UpdateInstance(ctx, p))
+
+	for _, tc := range []struct {
+		limit int64
+		want  []string
+	}{{0, []string{"i2", "i1"}}, {1, []string{"i2"}}} {
+		exp, err := s.ExpiredBefore(ctx, now, tc.limit)
+		must(t, err)
+		var ids []string
+		for _, e := range exp {
+			ids = append(ids, e.ChallengeID+"/"+e.Identity)
+			if e.Until.IsZero() || e.SourceID == "" {
+				t.Fatalf("incomplete entry %+v", e)
+			}
+		}
+		want := []string{}
+		for _, w := range tc.want {
+			want = append(want, map[string]string{"i1": "a/i1", "i2": "b/i2"}[w])
+		}
+		if !slices.Equal(ids, want) {
+			t.Fatalf("ExpiredBefore(limit %d) = %v, want %v", tc.limit, ids, want)
+		}
+	}
+}
+
+func TestSnapshotsAndCounts(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	for _, c := range []string{"a", "b", "c"} {
+		addChallenge(t, s, c)
+	}
+	addClaimed(t, s, cli, "a", "s2", "a2", nil)
+	addClaimed(t, s, cli, "a", "s1", "a1", nil)
+	addPooled(t, s, "a", "ap")
+	addClaimed(t, s, cli, "b", "s1", "b1", nil)
+
+	snaps, err := s.SnapshotAll(ctx)
+	must(t, err)
+	if len(snaps) != 3 {
+		t.Fatalf("%d snapshots", len(snaps))
+	}
+	type shape struct {
+		id              string
+		claimed, pooled []string
+	}
+	var got []shape
+	for _, sn := range snaps {
+		sh := shape{id: sn.Challenge.ID}
+		for _, i := range sn.Claimed {
+			sh.claimed = append(sh.claimed, i.SourceID+"="+i.Identity)
+		}
+		for _, i := range sn.Pooled {
+			sh.pooled = append(sh.pooled, i.Identity)
+		}
+		if sn.Revision != snaps[0].Revision {
+			t.Fatal("snapshots read at different revisions")
+		}
+		got = append(got, sh)
+	}
+	want := []shape{{"a", []string{"s1=a1", "s2=a2"}, []string{"ap"}}, {"b", []string{"s1=b1"}, nil}, {"c", nil, nil}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("SnapshotAll = %v, want %v", got, want)
+	}
+
+	one, err := s.GetSnapshot(ctx, "a")
+	must(t, err)
+	if len(one.Claimed) != 2 || len(one.Pooled) != 1 || one.Claimed[0].SourceID != "s1" {
+		t.Fatalf("GetSnapshot(a) = %+v", one)
+	}
+	_, err = s.GetSnapshot(ctx, "zz")
+	wantErr(t, err, store.ErrNotFound)
+
+	n, err := s.Count(ctx)
+	must(t, err)
+	if n != (store.Counts{Challenges: 3, Instances: 4, Claimed: 3, Pooled: 1}) {
+		t.Fatalf("Count = %+v", n)
+	}
+}
+
+func TestPagedReads(t *testing.T) {
+	s, cli := newStore(t)
+	s.SetPageSize(3) // force several pages
+	ctx := context.Background()
+	for k := range 7 {
+		addChallenge(t, s, fmt.Sprintf("c%d", k))
+		addClaimed(t, s, cli, fmt.Sprintf("c%d", k), "src", fmt.Sprintf("i%d", k), nil)
+	}
+	list, err := s.ListChallenges(ctx)
+	must(t, err)
+	bySrc, err := s.ListBySource(ctx, "src")
+	must(t, err)
+	snaps, err := s.SnapshotAll(ctx)
+	must(t, err)
+	claimed := 0
+	for _, sn := range snaps {
+		claimed += len(sn.Claimed)
+	}
+	if len(list) != 7 || len(bySrc) != 7 || len(snaps) != 7 || claimed != 7 {
+		t.Fatalf("paged reads: %d challenges, %d by source, %d snapshots with %d claimed; want 7 each", len(list), len(bySrc), len(snaps), claimed)
+	}
+}
+
+func TestFencedWritesFailAfterLockLoss(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	l := lock.New(cli, lock.Options{Prefix: prefix})
+	h, err := l.Acquire(ctx, lock.Chain{Challenge: "c", ChallengeMode: lock.Write})
+	must(t, err)
+	c := &store.Challenge{ID: "c", Scenario: "x"}
+	must(t, s.CreateChallenge(ctx, c, h.Fence()...))
+	_, err = cli.Revoke(ctx, h.Lease()) // lost behind the holder's back
+	must(t, err)
+	c.Min = 4
+	wantErr(t, s.UpdateChallenge(ctx, c, h.Fence()...), store.ErrFenced)
+	wantErr(t, s.CreateChallenge(ctx, &store.Challenge{ID: "d"}, h.Fence()...), store.ErrFenced)
+	wantErr(t, s.Reserve(ctx, "c", "s", "i", h.Lease(), h.Fence()...), store.ErrFenced)
+	got, err := s.GetChallenge(ctx, "c")
+	must(t, err)
+	if got.Min != 0 {
+		t.Fatal("fenced update was applied")
+	}
+	_ = h.Release(ctx)
+}
+
+func TestDeleteChallengeLeavesNothing(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	addChallenge(t, s, "c")
+	addChallenge(t, s, "other")
+	addClaimed(t, s, cli, "c", "s1", "i1", ptr(t0))
+	addPooled(t, s, "c", "p1")
+	must(t, s.MarkPending(ctx, "c", "p2", lease(t, cli)))
+	must(t, s.Reserve(ctx, "c", "s9", "i9", lease(t, cli)))
+
+	snap, err := s.GetSnapshot(ctx, "c")
+	must(t, err)
+	for _, i := range append(snap.Claimed, snap.Pooled...) {
+		must(t, s.DeleteInstance(ctx, i))
+	}
+	must(t, s.DeleteChallenge(ctx, "c", snap.Challenge.Rev))
+	keys := allKeys(t, cli)
+	if !slices.Equal(keys, []string{prefix + "/chall/other"}) {
+		t.Fatalf("keys left after deleting challenge c: %v", keys)
+	}
+}
