@@ -395,3 +395,38 @@ func copyDir(t testing.TB, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestSecretOutputs: the event log masks secrets, so they are read back from the state.
+func TestSecretOutputs(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	dir := t.TempDir()
+	copyDir(t, filepath.Join(repoRoot, "scenarios", "outputs"), dir)
+	src := `package main
+
+import "github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+func main() {
+	pulumi.Run(func(ctx *pulumi.Context) error {
+		ctx.Export("connection_info", pulumi.String("public"))
+		ctx.Export("flags", pulumi.ToSecret(pulumi.ToStringArray([]string{"CTF{hidden}"})))
+		return nil
+	})
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := LoadProgram(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs, err := e.Create(ctx, p, "5ec5ec5ec5ec5ec5", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutputs(t, outs, "public", "CTF{hidden}")
+	if err := e.Destroy(ctx, p, "5ec5ec5ec5ec5ec5"); err != nil {
+		t.Fatal(err)
+	}
+}
