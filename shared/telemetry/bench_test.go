@@ -17,6 +17,8 @@ func BenchmarkHandler(b *testing.B) {
 	req := httptest.NewRequest(http.MethodGet, "/api/v1/challenge/c1", nil)
 	req.Header.Set("traceparent", incomingParent)
 
+	plain := httptest.NewRequest(http.MethodGet, "/api/v1/challenge/c1", nil)
+
 	run := func(b *testing.B, h http.Handler) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -25,6 +27,13 @@ func BenchmarkHandler(b *testing.B) {
 	}
 	b.Run("bare", func(b *testing.B) { run(b, mux) })
 	b.Run("disabled", func(b *testing.B) { run(b, Disabled().Handler("challenge", mux)) })
+	b.Run("disabled-no-traceparent", func(b *testing.B) {
+		h := Disabled().Handler("challenge", mux)
+		b.ReportAllocs()
+		for b.Loop() {
+			h.ServeHTTP(httptest.NewRecorder(), plain)
+		}
+	})
 	b.Run("inmemory", func(b *testing.B) {
 		spans := tracetest.NewInMemoryExporter()
 		tel, _, _ := newTestTelemetry(b, WithSpanExporter(spans))

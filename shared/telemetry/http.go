@@ -53,7 +53,12 @@ func (t *Telemetry) Handler(name string, h http.Handler) http.Handler {
 
 func (t *Telemetry) serveHTTP(name string, h http.Handler, w http.ResponseWriter, r *http.Request) {
 	parent := r.Context()
-	ctx := propagator.Extract(parent, propagation.HeaderCarrier(r.Header))
+	ctx := parent
+	// Canonical keys looked up directly: Header.Get would allocate to
+	// canonicalize "traceparent" on every request, even without the header.
+	if len(r.Header["Traceparent"]) > 0 || len(r.Header["Baggage"]) > 0 {
+		ctx = propagator.Extract(parent, propagation.HeaderCarrier(r.Header))
+	}
 	if t.sdkTP == nil && t.sdkMP == nil {
 		if ctx != parent {
 			r = r.WithContext(ctx)
