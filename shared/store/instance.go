@@ -181,18 +181,44 @@ func (s *Store) ClearPending(ctx context.Context, cid, identity string) error {
 	return nil
 }
 
-// Pending lists the identities whose stack is being created right now on
-// challenge cid: a repair job tells them from leaked stacks.
-func (s *Store) Pending(ctx context.Context, cid string) ([]string, error) {
-	resp, err := s.cli.Get(ctx, s.pendingDir(cid), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+// Pending is a stack being created right now.
+type Pending struct {
+	ChallengeID, Identity string
+	SourceID              string // "" for a pool spin-up or a replacement
+}
+
+// ListPending lists the stacks being created right now on challenge cid, or
+// on every challenge when cid is "": a repair job tells them from leaked
+// stacks (a stack with neither a record nor a pending marker).
+func (s *Store) ListPending(ctx context.Context, cid string) ([]Pending, error) {
+	dir := s.p + "pending/"
+	if cid != "" {
+		dir = s.pendingDir(cid)
+	}
+	kvs, _, err := s.rangeAll(ctx, dir)
 	if err != nil {
-		return nil, fmt.Errorf("store: pending: %w", err)
+		return nil, err
 	}
-	ids := make([]string, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		ids = append(ids, unseg(strings.TrimPrefix(string(kv.Key), s.pendingDir(cid))))
+	out := make([]Pending, 0, len(kvs))
+	for _, kv := range kvs {
+		parts := strings.Split(strings.TrimPrefix(string(kv.Key), s.p+"pending/"), "/")
+		if len(parts) != 2 {
+			continue
+		}
+		var v pendingValue
+		_ = json.Unmarshal(kv.Value, &v)
+		out = append(out, Pending{ChallengeID: unseg(parts[0]), Identity: unseg(parts[1]), SourceID: v.SourceID})
 	}
-	return ids, nil
+	return out, nil
+}
+
+// IsPending reports whether the stack of identity is being created now.
+func (s *Store) IsPending(ctx context.Context, cid, identity string) (bool, error) {
+	resp, err := s.cli.Get(ctx, s.pendingKey(cid, identity), clientv3.WithCountOnly())
+	if err != nil {
+		return false, fmt.Errorf("store: pending: %w", err)
+	}
+	return resp.Count > 0, nil
 }
 
 // ---- pool -------------------------------------------------------------

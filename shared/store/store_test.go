@@ -172,10 +172,13 @@ func TestReservation(t *testing.T) {
 	wantErr(t, s.Reserve(ctx, "missing", "s", "i0", l), store.ErrNotFound)
 	must(t, s.Reserve(ctx, "c", "s", "i1", l))
 	wantErr(t, s.Reserve(ctx, "c", "s", "i2", l), store.ErrExists)
-	pending, err := s.Pending(ctx, "c")
+	pending, err := s.ListPending(ctx, "c")
 	must(t, err)
-	if !slices.Equal(pending, []string{"i1"}) {
-		t.Fatalf("Pending = %v, want [i1]", pending)
+	if !slices.Equal(pending, []store.Pending{{ChallengeID: "c", Identity: "i1", SourceID: "s"}}) {
+		t.Fatalf("ListPending = %v, want i1 for s", pending)
+	}
+	if ok, err := s.IsPending(ctx, "c", "i1"); err != nil || !ok {
+		t.Fatalf("IsPending(i1) = %v, %v", ok, err)
 	}
 	_, err = s.GetBySource(ctx, "c", "s")
 	wantErr(t, err, store.ErrNotFound) // a reservation is not an instance
@@ -190,10 +193,13 @@ func TestReservation(t *testing.T) {
 	if got.Identity != "i1" || got.Rev != i.Rev || !got.Until.Equal(*i.Until) {
 		t.Fatalf("GetBySource = %+v, committed %+v", got, i)
 	}
-	pending, err = s.Pending(ctx, "c")
+	pending, err = s.ListPending(ctx, "")
 	must(t, err)
 	if len(pending) != 0 {
 		t.Fatalf("pending after commit: %v", pending)
+	}
+	if ok, err := s.IsPending(ctx, "c", "i1"); err != nil || ok {
+		t.Fatalf("IsPending(i1) after commit = %v, %v", ok, err)
 	}
 	wantErr(t, s.Reserve(ctx, "c", "s", "i3", l), store.ErrExists) // the claim is permanent
 
@@ -206,7 +212,7 @@ func TestReservation(t *testing.T) {
 	// Lease loss (crash) frees the source and the pending marker.
 	_, err = cli.Revoke(ctx, l)
 	must(t, err)
-	pending, err = s.Pending(ctx, "c")
+	pending, err = s.ListPending(ctx, "c")
 	must(t, err)
 	if len(pending) != 0 {
 		t.Fatalf("pending after lease loss: %v", pending)
@@ -515,6 +521,14 @@ func TestDeleteChallengeLeavesNothing(t *testing.T) {
 	addPooled(t, s, "c", "p1")
 	must(t, s.MarkPending(ctx, "c", "p2", lease(t, cli)))
 	must(t, s.Reserve(ctx, "c", "s9", "i9", lease(t, cli)))
+	must(t, s.MarkPending(ctx, "other", "o1", lease(t, cli)))
+	pending, err := s.ListPending(ctx, "")
+	must(t, err)
+	want := []store.Pending{{ChallengeID: "c", Identity: "i9", SourceID: "s9"}, {ChallengeID: "c", Identity: "p2"}, {ChallengeID: "other", Identity: "o1"}}
+	if !slices.Equal(pending, want) {
+		t.Fatalf("ListPending(all) = %+v, want %+v", pending, want)
+	}
+	must(t, s.ClearPending(ctx, "other", "o1"))
 
 	snap, err := s.GetSnapshot(ctx, "c")
 	must(t, err)

@@ -1,0 +1,177 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/challfn/challfn/shared/etcd"
+	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/shared/store"
+)
+
+// seed creates nc challenges with ni claimed instances each (source sK for
+// the K-th instance, so every source has one instance per challenge), using
+// a few goroutines.
+func seed(b *testing.B, s *store.Store, cli *clientv3.Client, nc, ni int, until func(c, i int) *time.Time) {
+	b.Helper()
+	l := lease(b, cli)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for c := range nc {
+		cid := fmt.Sprintf("chall-%04d", c)
+		must(b, s.CreateChallenge(ctx, &store.Challenge{ID: cid, Scenario: "reg/x:v1", Digest: "sha256:x", Timeout: ptr(time.Hour)}))
+		for k := range ni {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				sid, id := fmt.Sprintf("s%d", k), fmt.Sprintf("%s-%04d", cid, k)
+				if err := s.Reserve(ctx, cid, sid, id, l); err != nil {
+					b.Error(err)
+					return
+				}
+				i := &store.Instance{ChallengeID: cid, SourceID: sid, Identity: id, Since: t0, LastRenew: t0, Until: until(c, k),
+					ConnectionInfo: "nc 10.0.0.1 1337", Flags: []string{"FLAG{0123456789abcdef}"}, Additional: map[string]string{"k": "v"}, Digest: "sha256:x", Project: "p"}
+				if err := s.CommitReserved(ctx, i); err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+func noUntil(int, int) *time.Time { return nil }
+
+func countedStore(b *testing.B) (*store.Store, *clientv3.Client, *etcd.Counter) {
+	srv := etcdtest.Server(b)
+	n := &etcd.Counter{}
+	cli := etcdtest.Client(b, srv, etcd.Config{DialOptions: []grpc.DialOption{n.DialOption()}})
+	return store.New(cli, prefix), cli, n
+}
+
+func reportRT(b *testing.B, n *etcd.Counter, before int64) {
+	b.ReportMetric(float64(n.Unary()-before)/float64(b.N), "RT/op")
+}
+
+// BenchmarkQuery: 100 challenges × 10 claimed instances.
+func BenchmarkQuery(b *testing.B) {
+	s, cli, n := countedStore(b)
+	seed(b, s, cli, 100, 10, noUntil)
+	ctx := context.Background()
+	b.Run("get-by-source", func(b *testing.B) {
+		before := n.Unary()
+		for b.Loop() {
+			if _, err := s.GetBySource(ctx, "chall-0042", "s7"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportRT(b, n, before)
+	})
+	b.Run("snapshot-one-challenge", func(b *testing.B) {
+		before := n.Unary()
+		for b.Loop() {
+			if snap, err := s.GetSnapshot(ctx, "chall-0042"); err != nil || len(snap.Claimed) != 10 {
+				b.Fatal(err)
+			}
+		}
+		reportRT(b, n, before)
+	})
+	b.Run("snapshot-all-100x10", func(b *testing.B) {
+		before := n.Unary()
+		for b.Loop() {
+			if snaps, err := s.SnapshotAll(ctx); err != nil || len(snaps) != 100 {
+				b.Fatal(err)
+			}
+		}
+		reportRT(b, n, before)
+	})
+	b.Run("list-by-source-100", func(b *testing.B) {
+		before := n.Unary()
+		for b.Loop() {
+			if insts, err := s.ListBySource(ctx, "s3"); err != nil || len(insts) != 100 {
+				b.Fatal(err, len(insts))
+			}
+		}
+		reportRT(b, n, before)
+	})
+	b.Run("count", func(b *testing.B) {
+		before := n.Unary()
+		for b.Loop() {
+			if c, err := s.Count(ctx); err != nil || c.Instances != 1000 {
+				b.Fatal(err)
+			}
+		}
+		reportRT(b, n, before)
+	})
+}
+
+// BenchmarkJanitorScan: 10 000 claimed instances, half of them expired.
+func BenchmarkJanitorScan(b *testing.B) {
+	s, cli, n := countedStore(b)
+	seed(b, s, cli, 100, 100, func(c, i int) *time.Time {
+		u := t0.Add(time.Duration(c*100+i-5000) * time.Second)
+		return &u
+	})
+	ctx := context.Background()
+	before := n.Unary()
+	for b.Loop() {
+		exp, err := s.ExpiredBefore(ctx, t0, 0)
+		if err != nil || len(exp) != 5000 {
+			b.Fatal(err, len(exp))
+		}
+	}
+	reportRT(b, n, before)
+}
+
+// BenchmarkWrites: the write paths of the hot operations.
+func BenchmarkWrites(b *testing.B) {
+	s, cli, n := countedStore(b)
+	ctx := context.Background()
+	must(b, s.CreateChallenge(ctx, &store.Challenge{ID: "c", Scenario: "x"}))
+	l := lease(b, cli)
+	b.Run("reserve+commit", func(b *testing.B) {
+		before := n.Unary()
+		k := 0
+		for b.Loop() {
+			k++
+			sid, id := fmt.Sprintf("r%d", k), fmt.Sprintf("rid%d", k)
+			must(b, s.Reserve(ctx, "c", sid, id, l))
+			must(b, s.CommitReserved(ctx, &store.Instance{ChallengeID: "c", SourceID: sid, Identity: id, Until: ptr(t0)}))
+		}
+		reportRT(b, n, before)
+	})
+	seq := 0 // unique names across the runs of the sub-benchmark
+	b.Run("claim", func(b *testing.B) {
+		for range b.N {
+			seq++
+			must(b, s.PutPooled(ctx, &store.Instance{ChallengeID: "c", Identity: fmt.Sprintf("p%08d", seq)}))
+		}
+		before := n.Unary()
+		b.ResetTimer()
+		for range b.N {
+			seq++
+			if _, err := s.Claim(ctx, "c", fmt.Sprintf("cl%d", seq), func(i *store.Instance) { i.Until = ptr(t0) }); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportRT(b, n, before)
+	})
+	b.Run("renew", func(b *testing.B) {
+		i, err := s.GetBySource(ctx, "c", "r1")
+		must(b, err)
+		before := n.Unary()
+		for b.Loop() {
+			i.Until = ptr(i.Until.Add(time.Second))
+			must(b, s.UpdateInstance(ctx, i))
+		}
+		reportRT(b, n, before)
+	})
+}
