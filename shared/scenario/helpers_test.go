@@ -137,8 +137,7 @@ func (f *fakePreviewer) count() int {
 // newStore returns a file:// store URL in a fresh folder.
 func newStore(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	return "file://" + filepath.ToSlash(dir) + "?no_tmp_dir=1"
+	return "file://" + filepath.ToSlash(t.TempDir()) + "/store"
 }
 
 func newManager(t *testing.T, cfg Config) *Manager {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,7 +110,11 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(cfg.CacheDir, 0o755); err != nil {
 		return nil, fmt.Errorf("scenario: cache dir: %w", err)
 	}
-	b, err := blob.OpenBucket(ctx, cfg.StoreURL)
+	storeURL, err := prepareFileStore(cfg.StoreURL)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: store %q: %w", cfg.StoreURL, err)
+	}
+	b, err := blob.OpenBucket(ctx, storeURL)
 	if err != nil {
 		return nil, fmt.Errorf("scenario: open store %q: %w", cfg.StoreURL, err)
 	}
@@ -378,6 +383,26 @@ func (m *Manager) remember(dg string, p iac.Program) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.ready[dg] = p
+}
+
+// prepareFileStore makes a file:// store usable as given: the folder is
+// created, and temporary files are written next to their final name, since
+// fileblob's default (os.TempDir, then rename) fails when the store is on
+// another mount, as a container volume usually is.
+func prepareFileStore(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "file" {
+		return raw, nil // other schemes are the driver's business
+	}
+	if err := os.MkdirAll(filepath.FromSlash(u.Path), 0o755); err != nil {
+		return "", err
+	}
+	q := u.Query()
+	if q.Get("no_tmp_dir") == "" {
+		q.Set("no_tmp_dir", "true")
+		u.RawQuery = q.Encode()
+	}
+	return u.String(), nil
 }
 
 func storeKey(d digest.Digest) string {

@@ -3,6 +3,7 @@ package scenario
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"gocloud.dev/blob"
 	"gopkg.in/yaml.v3"
 
 	"github.com/challfn/challfn/shared/registry"
@@ -62,6 +64,31 @@ func TestRegisterOnceThenGetElsewhere(t *testing.T) {
 	}
 	if got := prev.count(); got != n {
 		t.Fatalf("previewed %d times, want %d (every registration is validated)", got, n)
+	}
+
+	// The store holds exactly the documented object for the digest.
+	bucket, err := blob.OpenBucket(t.Context(), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bucket.Close()
+	var keys []string
+	for it := bucket.List(nil); ; {
+		obj, err := it.Next(t.Context())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, obj.Key)
+	}
+	wantKey := "scenarios/" + strings.TrimPrefix(dg, "sha256:") + ".tar.gz"
+	if len(keys) != 1 || keys[0] != wantKey {
+		t.Fatalf("store keys %v, want [%s]", keys, wantKey)
+	}
+	if attrs, err := bucket.Attributes(t.Context(), wantKey); err != nil || attrs.Metadata["project"] != "simple" {
+		t.Fatalf("store metadata %v (%v)", attrs, err)
 	}
 
 	prog := results[0].Program
