@@ -180,3 +180,19 @@ func TestStartProducerInjects(t *testing.T) {
 		t.Errorf("event_source %q", v)
 	}
 }
+
+func TestCloudEventDisabledKeepsEventTrace(t *testing.T) {
+	e := newEvent("io.challfn.pool.fill")
+	e.SetExtension("traceparent", incomingParent)
+	var got trace.SpanContext
+	fn := Disabled().CloudEvent(func(ctx context.Context, _ cloudevents.Event) error {
+		got = trace.SpanContextFromContext(ctx)
+		return nil
+	})
+	if err := fn(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if got.TraceID().String() != incomingTraceID || got.SpanID().String() != incomingSpanID {
+		t.Fatalf("handler context %v lost the event's trace", got)
+	}
+}

@@ -249,3 +249,21 @@ func equalMaps(a, b map[string]int64) bool {
 	}
 	return true
 }
+
+func TestObserveCountsReplacesPrevious(t *testing.T) {
+	tel, _, reader := newTestTelemetry(t)
+	first := &fakeCounter{counts: Counts{Challenges: 1}}
+	second := &fakeCounter{counts: Counts{Challenges: 7}}
+	if _, err := tel.Metrics().ObserveCounts(first, CountsOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tel.Metrics().ObserveCounts(second, CountsOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := gaugePoints(t, collect(t, reader), MetricChallenges); got[""] != 7 || len(got) != 1 {
+		t.Fatalf("challenges %v, want only the second observer's 7", got)
+	}
+	if first.calls.Load() != 0 {
+		t.Fatal("replaced observer still read the store")
+	}
+}
