@@ -139,6 +139,7 @@ func (c *checker) checkConfig() time.Duration {
 		c.errorf(o, "API_TOKENS belongs in the Secret %s, not in a ConfigMap", c.p.Secret)
 	}
 	c.checkEtcdEndpoints(o, data["ETCD_ENDPOINTS"])
+	c.checkOTLPEndpoint(o, data["OTEL_EXPORTER_OTLP_ENDPOINT"])
 	if sink := data["EVENTS_SINK_URL"]; sink != "" {
 		found := false
 		for _, b := range Find[*eventingv1.Broker](c.objs) {
@@ -210,6 +211,8 @@ func (c *checker) checkService(o Object, s *servingv1.Service, deploy time.Durat
 	for _, ct := range spec.Containers {
 		if err := pinned(ct.Image); err != nil {
 			c.errorf(o, "container %s: %v", ct.Name, err)
+		} else if err := qualified(ct.Image); err != nil {
+			c.errorf(o, "container %s: %v", ct.Name, err)
 		}
 		if sig == "cloudevent" {
 			for name, pr := range map[string]*corev1.Probe{"readiness": ct.ReadinessProbe, "liveness": ct.LivenessProbe, "startup": ct.StartupProbe} {
@@ -248,7 +251,14 @@ func pinned(image string) error {
 	if tag := image[colon+1:]; tag == "latest" {
 		return fmt.Errorf("image %q uses the tag latest", image)
 	}
-	if slash < 0 || !strings.ContainsAny(image[:strings.Index(image, "/")], ".:") {
+	return nil
+}
+
+// qualified refuses our images without a registry host: an unreplaced
+// placeholder would silently resolve to Docker Hub.
+func qualified(image string) error {
+	first, _, ok := strings.Cut(image, "/")
+	if !ok || !strings.ContainsAny(first, ".:") && first != "localhost" {
 		return fmt.Errorf("image %q is not qualified with a registry host", image)
 	}
 	return nil
@@ -534,4 +544,32 @@ func (c *checker) checkNamespaces() {
 			c.errorf(o, "namespace %q is not part of the deployment", o.Namespace)
 		}
 	}
+}
+
+// checkOTLPEndpoint: when the collector is part of the deployment, the
+// functions must export to one of its Service ports.
+func (c *checker) checkOTLPEndpoint(cm Object, endpoint string) {
+	if endpoint == "" {
+		return
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Hostname() == "" {
+		c.errorf(cm, "OTEL_EXPORTER_OTLP_ENDPOINT %q is not a URL", endpoint)
+		return
+	}
+	name, rest, _ := strings.Cut(u.Hostname(), ".")
+	ns, _, _ := strings.Cut(rest, ".")
+	o, ok := c.find("v1/Service", ns, name)
+	if !ok {
+		if strings.HasSuffix(u.Hostname(), ".svc.cluster.local") {
+			c.errorf(cm, "OTEL_EXPORTER_OTLP_ENDPOINT %q names no Service of the deployment", endpoint)
+		}
+		return
+	}
+	for _, p := range o.Typed.(*corev1.Service).Spec.Ports {
+		if strconv.Itoa(int(p.Port)) == u.Port() {
+			return
+		}
+	}
+	c.errorf(cm, "OTEL_EXPORTER_OTLP_ENDPOINT %q: Service %s/%s has no port %s", endpoint, ns, name, u.Port())
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -61,8 +62,11 @@ func TestManifestFilesDecodeStrictly(t *testing.T) {
 			return err
 		}
 		rel, _ := filepath.Rel(root, path)
-		// kustomizations and the ConfigMap patch are not Kubernetes objects.
-		if d.Name() == "kustomization.yaml" || strings.HasPrefix(rel, "cluster"+string(filepath.Separator)) {
+		// kustomizations and the ConfigMap patch are not Kubernetes objects;
+		// monitoring/ mixes objects with the configuration files of its
+		// ConfigMaps, so it is checked rendered (TestMonitoringStack).
+		if d.Name() == "kustomization.yaml" || strings.HasPrefix(rel, "cluster"+string(filepath.Separator)) ||
+			strings.HasPrefix(rel, "monitoring"+string(filepath.Separator)) {
 			return nil
 		}
 		b, err := os.ReadFile(path)
@@ -97,6 +101,33 @@ func TestOverlaysAreValid(t *testing.T) {
 				t.Fatalf("overlay %s:\n%v", ov, err)
 			}
 		})
+	}
+}
+
+// The monitoring stack (written with the observability work) renders and
+// decodes strictly into the Kubernetes types.
+func TestMonitoringStack(t *testing.T) {
+	dir := filepath.Join(repoRoot(t), "knative", "monitoring")
+	if _, err := os.Stat(filepath.Join(dir, "kustomization.yaml")); err != nil {
+		t.Skip("knative/monitoring has no kustomization yet")
+	}
+	out, err := Render(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Decode("monitoring", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(Find[*appsv1.Deployment](objs)) == 0 {
+		t.Fatal("no Deployment in the monitoring stack")
+	}
+	for _, d := range Find[*appsv1.Deployment](objs) {
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if err := pinned(c.Image); err != nil {
+				t.Errorf("monitoring %s: %v", d.Name, err)
+			}
+		}
 	}
 }
 
@@ -313,6 +344,10 @@ func TestBrokenCopies(t *testing.T) {
 			set(t, pick(t, d, ksvc, "challfn-instance"), ctr+"image", "registry.example.com/challfn/challfn-instance:latest")
 			return d
 		}, "uses the tag latest"},
+		{"image placeholder left", func(t *testing.T, d []doc) []doc {
+			set(t, pick(t, d, ksvc, "challfn-janitor"), ctr+"image", "challfn-janitor:0.1.0")
+			return d
+		}, "not qualified with a registry host"},
 		{"image untagged", func(t *testing.T, d []doc) []doc {
 			set(t, pick(t, d, ksvc, "challfn-instance"), ctr+"image", "registry.example.com/challfn/challfn-instance")
 			return d
@@ -397,6 +432,10 @@ func TestBrokenCopies(t *testing.T) {
 			set(t, pick(t, d, "ConfigMap", "challfn-config"), "data.ETCD_ENDPOINTS", "http://etcd-3.etcd.challfn.svc.cluster.local:2379")
 			return d
 		}, "not a member of the etcd StatefulSet"},
+		{"telemetry sent nowhere", func(t *testing.T, d []doc) []doc {
+			set(t, pick(t, d, "ConfigMap", "challfn-config"), "data.OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector.challfn-monitoring.svc.cluster.local:4319")
+			return d
+		}, "OTEL_EXPORTER_OTLP_ENDPOINT"},
 		{"namespace missing", func(t *testing.T, d []doc) []doc {
 			return drop(t, d, "Namespace", "challfn-scenarios")
 		}, `namespace "challfn-scenarios" is not part`},
