@@ -39,7 +39,7 @@ func seed(b *testing.B, s *store.Store, cli *clientv3.Client, nc, ni int, until 
 				}
 				i := &store.Instance{ChallengeID: cid, SourceID: sid, Identity: id, Since: t0, LastRenew: t0, Until: until(c, k),
 					ConnectionInfo: "nc 10.0.0.1 1337", Flags: []string{"FLAG{0123456789abcdef}"}, Additional: map[string]string{"k": "v"}, Digest: "sha256:x", Project: "p"}
-				if err := s.CommitReserved(ctx, i); err != nil {
+				if err := s.CommitInstance(ctx, i); err != nil {
 					b.Error(err)
 				}
 			}()
@@ -69,7 +69,7 @@ func BenchmarkQuery(b *testing.B) {
 	b.Run("get-by-source", func(b *testing.B) {
 		before := n.Unary()
 		for b.Loop() {
-			if _, err := s.GetBySource(ctx, "chall-0042", "s7"); err != nil {
+			if _, err := s.InstanceBySource(ctx, "chall-0042", "s7"); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -87,7 +87,7 @@ func BenchmarkQuery(b *testing.B) {
 	b.Run("snapshot-all-100x10", func(b *testing.B) {
 		before := n.Unary()
 		for b.Loop() {
-			if snaps, err := s.SnapshotAll(ctx); err != nil || len(snaps) != 100 {
+			if snaps, err := s.AllChallenges(ctx); err != nil || len(snaps) != 100 {
 				b.Fatal(err)
 			}
 		}
@@ -96,7 +96,7 @@ func BenchmarkQuery(b *testing.B) {
 	b.Run("list-by-source-100", func(b *testing.B) {
 		before := n.Unary()
 		for b.Loop() {
-			if insts, err := s.ListBySource(ctx, "s3"); err != nil || len(insts) != 100 {
+			if insts, err := s.InstancesBySource(ctx, "s3"); err != nil || len(insts) != 100 {
 				b.Fatal(err, len(insts))
 			}
 		}
@@ -123,7 +123,7 @@ func BenchmarkJanitorScan(b *testing.B) {
 	ctx := context.Background()
 	before := n.Unary()
 	for b.Loop() {
-		exp, err := s.ExpiredBefore(ctx, t0, 0)
+		exp, err := s.ExpiredInstances(ctx, t0)
 		if err != nil || len(exp) != 5000 {
 			b.Fatal(err, len(exp))
 		}
@@ -144,7 +144,7 @@ func BenchmarkWrites(b *testing.B) {
 			k++
 			sid, id := fmt.Sprintf("r%d", k), fmt.Sprintf("rid%d", k)
 			must(b, s.Reserve(ctx, "c", sid, id, l))
-			must(b, s.CommitReserved(ctx, &store.Instance{ChallengeID: "c", SourceID: sid, Identity: id, Until: ptr(t0)}))
+			must(b, s.CommitInstance(ctx, &store.Instance{ChallengeID: "c", SourceID: sid, Identity: id, Until: ptr(t0)}))
 		}
 		reportRT(b, n, before)
 	})
@@ -152,25 +152,27 @@ func BenchmarkWrites(b *testing.B) {
 	b.Run("claim", func(b *testing.B) {
 		for range b.N {
 			seq++
-			must(b, s.PutPooled(ctx, &store.Instance{ChallengeID: "c", Identity: fmt.Sprintf("p%08d", seq)}))
+			id := fmt.Sprintf("p%08d", seq)
+			must(b, s.Reserve(ctx, "c", "", id, l))
+			must(b, s.CommitInstance(ctx, &store.Instance{ChallengeID: "c", Identity: id}))
 		}
 		before := n.Unary()
 		b.ResetTimer()
 		for range b.N {
 			seq++
-			if _, err := s.Claim(ctx, "c", fmt.Sprintf("cl%d", seq), func(i *store.Instance) { i.Until = ptr(t0) }); err != nil {
+			if _, err := s.ClaimPooled(ctx, "c", fmt.Sprintf("cl%d", seq), func(i *store.Instance) { i.Until = ptr(t0) }); err != nil {
 				b.Fatal(err)
 			}
 		}
 		reportRT(b, n, before)
 	})
 	b.Run("renew", func(b *testing.B) {
-		i, err := s.GetBySource(ctx, "c", "r1")
+		i, err := s.InstanceBySource(ctx, "c", "r1")
 		must(b, err)
 		before := n.Unary()
 		for b.Loop() {
 			i.Until = ptr(i.Until.Add(time.Second))
-			must(b, s.UpdateInstance(ctx, i))
+			must(b, s.PutInstance(ctx, i))
 		}
 		reportRT(b, n, before)
 	})

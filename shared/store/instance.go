@@ -79,29 +79,32 @@ func (i *Instance) committed(rev int64) {
 
 // ---- reservations: uniqueness of (challenge, source) and fresh creates --
 
-// Reserve books source sid on challenge cid for a new instance identity
-// while its stack is created, in one transaction bound to lease (the
-// request's lock lease): ErrExists when the source already has an instance
-// or a reservation, ErrNotFound when the challenge is gone. A pending marker
-// for identity is written too (see Pending). Lease expiry (crash) removes
-// both.
+// Reserve books identity for a stack about to be created on challenge cid,
+// bound to lease (the request's lock lease) so that a crash frees it:
+//   - for a source (sid != ""), in one transaction that fails with
+//     ErrExists when the source already has an instance or a reservation;
+//   - for the pool (sid == ""), a pool spin-up: counted as Reserved by
+//     PoolCounts.
+//
+// Either way a pending marker for identity is written (ListPending,
+// IsPending). ErrNotFound when the challenge is gone, ErrExists when the
+// identity is taken.
 func (s *Store) Reserve(ctx context.Context, cid, sid, identity string, lease clientv3.LeaseID, fence ...clientv3.Cmp) error {
-	if sid == "" || identity == "" || cid == "" {
-		return fmt.Errorf("%w: reserve needs challenge, source and identity", ErrInvalid)
+	if identity == "" || cid == "" {
+		return fmt.Errorf("%w: reserve needs a challenge and an identity", ErrInvalid)
 	}
 	pend, _ := json.Marshal(pendingValue{SourceID: sid})
-	r, err := s.commit(ctx,
-		[]clientv3.Cmp{
-			clientv3.Compare(clientv3.CreateRevision(s.challKey(cid)), ">", 0),
-			absent(s.srcKey(cid, sid)),
-			absent(s.resvKey(cid, sid)),
-			absent(s.instKey(cid, identity)),
-		}, fence,
-		[]clientv3.Op{
-			clientv3.OpPut(s.resvKey(cid, sid), identity, clientv3.WithLease(lease)),
-			clientv3.OpPut(s.pendingKey(cid, identity), string(pend), clientv3.WithLease(lease)),
-		},
-		clientv3.OpGet(s.challKey(cid), clientv3.WithKeysOnly()))
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(s.challKey(cid)), ">", 0),
+		absent(s.instKey(cid, identity)),
+		absent(s.pendingKey(cid, identity)),
+	}
+	ops := []clientv3.Op{clientv3.OpPut(s.pendingKey(cid, identity), string(pend), clientv3.WithLease(lease))}
+	if sid != "" {
+		cmps = append(cmps, absent(s.srcKey(cid, sid)), absent(s.resvKey(cid, sid)))
+		ops = append(ops, clientv3.OpPut(s.resvKey(cid, sid), identity, clientv3.WithLease(lease)))
+	}
+	r, err := s.commit(ctx, cmps, fence, ops, clientv3.OpGet(s.challKey(cid), clientv3.WithKeysOnly()))
 	if err != nil {
 		return err
 	}
@@ -109,82 +112,71 @@ func (s *Store) Reserve(ctx context.Context, cid, sid, identity string, lease cl
 		if !exists(r.Else[0]) {
 			return fmt.Errorf("%w: challenge %q", ErrNotFound, cid)
 		}
-		return fmt.Errorf("%w: source %q on challenge %q", ErrExists, sid, cid)
+		return fmt.Errorf("%w: source %q or identity %q on challenge %q", ErrExists, sid, identity, cid)
 	}
 	return nil
 }
 
-// CommitReserved turns the reservation of (i.ChallengeID, i.SourceID) for
-// i.Identity into the instance record, its claim and indexes, in one
-// transaction; ErrNoReservation if the reservation is gone (lease lost).
-// i.Rev is set on success.
-func (s *Store) CommitReserved(ctx context.Context, i *Instance, fence ...clientv3.Cmp) error {
-	if i.Pooled() {
-		return fmt.Errorf("%w: committing a reservation needs a source", ErrInvalid)
+// CommitInstance turns the reservation of i (see Reserve) into the instance
+// record with its claim (i.SourceID != "") or pool membership
+// (i.SourceID == ""), and its indexes, in one transaction;
+// ErrNoReservation if the reservation is gone (lease lost). i.Rev is set on
+// success.
+func (s *Store) CommitInstance(ctx context.Context, i *Instance, fence ...clientv3.Cmp) error {
+	if i.ChallengeID == "" || i.Identity == "" {
+		return fmt.Errorf("%w: instance needs a challenge and an identity", ErrInvalid)
 	}
 	ops, err := s.writeOps(i)
 	if err != nil {
 		return err
 	}
-	ops = append(ops, clientv3.OpDelete(s.resvKey(i.ChallengeID, i.SourceID)), clientv3.OpDelete(s.pendingKey(i.ChallengeID, i.Identity)))
-	r, err := s.commit(ctx, []clientv3.Cmp{
-		clientv3.Compare(clientv3.Value(s.resvKey(i.ChallengeID, i.SourceID)), "=", i.Identity),
-		absent(s.instKey(i.ChallengeID, i.Identity)),
-	}, fence, ops)
+	pk := s.pendingKey(i.ChallengeID, i.Identity)
+	cmps := []clientv3.Cmp{absent(s.instKey(i.ChallengeID, i.Identity))}
+	if i.Pooled() {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pk), ">", 0))
+	} else {
+		rk := s.resvKey(i.ChallengeID, i.SourceID)
+		cmps = append(cmps, clientv3.Compare(clientv3.Value(rk), "=", i.Identity))
+		ops = append(ops, clientv3.OpDelete(rk))
+	}
+	ops = append(ops, clientv3.OpDelete(pk))
+	r, err := s.commit(ctx, cmps, fence, ops)
 	if err != nil {
 		return err
 	}
 	if !r.ok {
-		return fmt.Errorf("%w: source %q on challenge %q", ErrNoReservation, i.SourceID, i.ChallengeID)
+		return fmt.Errorf("%w: identity %q (source %q) on challenge %q", ErrNoReservation, i.Identity, i.SourceID, i.ChallengeID)
 	}
 	i.committed(r.rev)
 	return nil
 }
 
-// AbortReserved removes the reservation (if still identity's) and the
-// pending marker of identity.
-func (s *Store) AbortReserved(ctx context.Context, cid, sid, identity string) error {
-	rk := s.resvKey(cid, sid)
+// Unreserve removes the reservation of sid (if still identity's) and the
+// pending marker of identity: the stack was not created, or was destroyed.
+func (s *Store) Unreserve(ctx context.Context, cid, sid, identity string) error {
 	pk := s.pendingKey(cid, identity)
-	_, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(rk), "=", identity)).
-		Then(clientv3.OpDelete(rk), clientv3.OpDelete(pk)).Else(clientv3.OpDelete(pk)).Commit()
+	var err error
+	if sid == "" {
+		_, err = s.cli.Delete(ctx, pk)
+	} else {
+		rk := s.resvKey(cid, sid)
+		_, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(rk), "=", identity)).
+			Then(clientv3.OpDelete(rk), clientv3.OpDelete(pk)).Else(clientv3.OpDelete(pk)).Commit()
+	}
 	if err != nil {
-		return fmt.Errorf("store: abort reservation: %w", err)
+		return fmt.Errorf("store: unreserve: %w", err)
 	}
 	return nil
 }
 
 type pendingValue struct {
-	SourceID string `json:"sourceId,omitempty"` // "" = pool spin-up or replacement
-}
-
-// MarkPending records that the stack of identity is being created right
-// now (pool spin-up, blue-green replacement), bound to lease. Committing the
-// record clears it.
-func (s *Store) MarkPending(ctx context.Context, cid, identity string, lease clientv3.LeaseID, fence ...clientv3.Cmp) error {
-	v, _ := json.Marshal(pendingValue{})
-	r, err := s.commit(ctx, nil, fence, []clientv3.Op{clientv3.OpPut(s.pendingKey(cid, identity), string(v), clientv3.WithLease(lease))})
-	if err != nil {
-		return err
-	}
-	if !r.ok {
-		return ErrFenced
-	}
-	return nil
-}
-
-// ClearPending removes the pending marker of identity.
-func (s *Store) ClearPending(ctx context.Context, cid, identity string) error {
-	if _, err := s.cli.Delete(ctx, s.pendingKey(cid, identity)); err != nil {
-		return fmt.Errorf("store: clear pending: %w", err)
-	}
-	return nil
+	SourceID string `json:"sourceId,omitempty"` // "" = pool spin-up
 }
 
 // Pending is a stack being created right now.
 type Pending struct {
 	ChallengeID, Identity string
-	SourceID              string // "" for a pool spin-up or a replacement
+	SourceID              string // "" for a pool spin-up
 }
 
 // ListPending lists the stacks being created right now on challenge cid, or
@@ -223,45 +215,31 @@ func (s *Store) IsPending(ctx context.Context, cid, identity string) (bool, erro
 
 // ---- pool -------------------------------------------------------------
 
-// PutPooled stores a new pooled instance (SourceID ""), clearing its pending
-// marker; ErrExists if the identity is taken.
-func (s *Store) PutPooled(ctx context.Context, i *Instance, fence ...clientv3.Cmp) error {
-	if !i.Pooled() {
-		return fmt.Errorf("%w: a pooled instance has no source", ErrInvalid)
-	}
-	ops, err := s.writeOps(i)
-	if err != nil {
-		return err
-	}
-	ops = append(ops, clientv3.OpDelete(s.pendingKey(i.ChallengeID, i.Identity)))
-	r, err := s.commit(ctx, []clientv3.Cmp{absent(s.instKey(i.ChallengeID, i.Identity))}, fence, ops)
-	if err != nil {
-		return err
-	}
-	if !r.ok {
-		return fmt.Errorf("%w: instance %q", ErrExists, i.Identity)
-	}
-	i.committed(r.rev)
-	return nil
+// Claim is the result of ClaimPooled.
+type Claim struct {
+	Instance *Instance
+	// PooledBefore and Total (claimed + pooled) are counted in the claiming
+	// transaction, for the refill decision (contract §4.6).
+	PooledBefore, Total int64
 }
 
-// Claim gives source sid the pooled instance of challenge cid with the
-// lowest identity, in one transaction that checks the instance is still
+// ClaimPooled gives source sid the pooled instance of challenge cid with
+// the lowest identity, in one transaction that checks the instance is still
 // unclaimed and the source has neither an instance nor a reservation.
 // set fills what the claim changes (LastRenew, Until, Additional...);
-// SourceID, Identity and Since are kept. ErrPoolEmpty when nothing is
-// pooled, ErrExists when the source already has an instance. Racing claims
-// retry on the next pooled instance.
-func (s *Store) Claim(ctx context.Context, cid, sid string, set func(*Instance), fence ...clientv3.Cmp) (*Instance, error) {
+// SourceID, Identity and Since are kept. ErrPoolEmpty (also ErrNotFound)
+// when nothing is pooled, ErrExists when the source already has an instance.
+// Racing claims retry on the next pooled instance.
+func (s *Store) ClaimPooled(ctx context.Context, cid, sid string, set func(*Instance), fence ...clientv3.Cmp) (*Claim, error) {
 	if sid == "" {
 		return nil, fmt.Errorf("%w: claim needs a source", ErrInvalid)
 	}
 	lowest := clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(1))
-	resp, err := s.cli.Txn(ctx).Then(lowest).Commit()
+	resp, err := s.cli.Get(ctx, s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(1))
 	if err != nil {
 		return nil, fmt.Errorf("store: claim: %w", err)
 	}
-	kvs := resp.Responses[0].GetResponseRange().Kvs
+	kvs := resp.Kvs
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("store: claim: %w", err)
@@ -283,7 +261,8 @@ func (s *Store) Claim(ctx context.Context, cid, sid string, set func(*Instance),
 		if err != nil {
 			return nil, err
 		}
-		ops = append(ops, clientv3.OpDelete(s.poolKey(cid, pooled.Identity)))
+		// Reads after the writes of a transaction see them: counts after.
+		ops = append(ops, clientv3.OpDelete(s.poolKey(cid, pooled.Identity)), countOp(s.poolDir(cid)), countOp(s.instDir(cid)))
 		r, err := s.commit(ctx, []clientv3.Cmp{
 			clientv3.Compare(clientv3.ModRevision(s.poolKey(cid, pooled.Identity)), "=", pooled.Rev),
 			absent(s.srcKey(cid, sid)),
@@ -294,7 +273,8 @@ func (s *Store) Claim(ctx context.Context, cid, sid string, set func(*Instance),
 		}
 		if r.ok {
 			next.committed(r.rev)
-			return &next, nil
+			n := len(r.Then)
+			return &Claim{Instance: &next, PooledBefore: r.Then[n-2].GetResponseRange().Count + 1, Total: r.Then[n-1].GetResponseRange().Count}, nil
 		}
 		if exists(r.Else[1]) || exists(r.Else[2]) {
 			return nil, fmt.Errorf("%w: source %q on challenge %q", ErrExists, sid, cid)
@@ -305,13 +285,13 @@ func (s *Store) Claim(ctx context.Context, cid, sid string, set func(*Instance),
 
 // ---- instances --------------------------------------------------------
 
-// GetBySource reads the instance claimed by sid on cid; ErrNotFound if none.
-func (s *Store) GetBySource(ctx context.Context, cid, sid string) (*Instance, error) {
+// InstanceBySource reads the instance claimed by sid on cid; ErrNotFound if none.
+func (s *Store) InstanceBySource(ctx context.Context, cid, sid string) (*Instance, error) {
 	return s.getInstance(ctx, s.srcKey(cid, sid))
 }
 
-// GetByIdentity reads an instance (claimed or pooled); ErrNotFound if none.
-func (s *Store) GetByIdentity(ctx context.Context, cid, identity string) (*Instance, error) {
+// InstanceByIdentity reads an instance (claimed or pooled); ErrNotFound if none.
+func (s *Store) InstanceByIdentity(ctx context.Context, cid, identity string) (*Instance, error) {
 	return s.getInstance(ctx, s.instKey(cid, identity))
 }
 
@@ -326,9 +306,9 @@ func (s *Store) getInstance(ctx context.Context, key string) (*Instance, error) 
 	return decodeInstance(resp.Kvs[0])
 }
 
-// ListBySource returns the instances claimed by sid on every challenge, in
-// one range read of the by-source index, ordered by challenge (escaped).
-func (s *Store) ListBySource(ctx context.Context, sid string) ([]*Instance, error) {
+// InstancesBySource returns the instances claimed by sid on every challenge,
+// in one range read of the by-source index, ordered by challenge (escaped).
+func (s *Store) InstancesBySource(ctx context.Context, sid string) ([]*Instance, error) {
 	kvs, _, err := s.rangeAll(ctx, s.srcDir(sid))
 	if err != nil {
 		return nil, err
@@ -348,46 +328,71 @@ func decodeInstances(kvs []*mvccpb.KeyValue) ([]*Instance, error) {
 	return out, nil
 }
 
-// UpdateInstance replaces an instance read at i.Rev (ErrConflict if it
-// changed since, ErrNotFound if gone), keeping its claim and indexes in
-// step. The identity may change (blue-green: the new identity must be free;
-// its pending marker is cleared); the source may not.
-func (s *Store) UpdateInstance(ctx context.Context, i *Instance, fence ...clientv3.Cmp) error {
-	old := i.stored
-	if old == nil { // built by hand: find what is stored
-		cur, err := s.GetByIdentity(ctx, i.ChallengeID, i.Identity)
-		if err != nil {
-			return err
-		}
-		old = cur.stored
+// storedOf is the record i was read as; for a record built by hand, the
+// one stored under its identity.
+func (s *Store) storedOf(ctx context.Context, i *Instance) (*Instance, error) {
+	if i.stored != nil {
+		return i.stored, nil
 	}
-	if old.ChallengeID != i.ChallengeID || old.SourceID != i.SourceID {
-		return fmt.Errorf("%w: an update cannot move an instance to another challenge or source", ErrInvalid)
+	cur, err := s.InstanceByIdentity(ctx, i.ChallengeID, i.Identity)
+	if err != nil {
+		return nil, err
 	}
-	oldKey := s.instKey(old.ChallengeID, old.Identity)
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(oldKey), "=", i.Rev)}
-	if old.Identity != i.Identity {
-		cmps = append(cmps, absent(s.instKey(i.ChallengeID, i.Identity)))
+	return cur.stored, nil
+}
+
+// replaceOps are the compares and operations replacing old (stored at rev)
+// by next, claim and indexes included.
+func (s *Store) replaceOps(old *Instance, rev int64, next *Instance) ([]clientv3.Cmp, []clientv3.Op, error) {
+	if old.ChallengeID != next.ChallengeID || old.SourceID != next.SourceID {
+		return nil, nil, fmt.Errorf("%w: an instance cannot move to another challenge or source", ErrInvalid)
 	}
-	puts, err := s.writeOps(i)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.instKey(old.ChallengeID, old.Identity)), "=", rev)}
+	puts, err := s.writeOps(next)
+	if err != nil {
+		return nil, nil, err
+	}
+	ops := append(s.dropOps(old, next), puts...)
+	if old.Identity != next.Identity {
+		cmps = append(cmps, absent(s.instKey(next.ChallengeID, next.Identity)))
+		ops = append(ops, clientv3.OpDelete(s.pendingKey(next.ChallengeID, next.Identity)))
+	}
+	return cmps, ops, nil
+}
+
+// PutInstance replaces an instance read at i.Rev (ErrConflict if it changed
+// since, ErrNotFound if gone), keeping its claim and indexes in step. i.Rev
+// is updated on success.
+func (s *Store) PutInstance(ctx context.Context, i *Instance, fence ...clientv3.Cmp) error {
+	return s.ReplaceInstance(ctx, i, i, fence...)
+}
+
+// ReplaceInstance replaces old (read at old.Rev) by next in one
+// transaction; next may have another identity (blue-green: the new identity
+// must be free, its pending marker is cleared), not another challenge or
+// source. ErrConflict if old changed since, ErrNotFound if gone. next.Rev is
+// set on success.
+func (s *Store) ReplaceInstance(ctx context.Context, old, next *Instance, fence ...clientv3.Cmp) error {
+	stored, err := s.storedOf(ctx, old)
 	if err != nil {
 		return err
 	}
-	ops := append(s.dropOps(old, i), puts...)
-	if old.Identity != i.Identity {
-		ops = append(ops, clientv3.OpDelete(s.pendingKey(i.ChallengeID, i.Identity)))
+	cmps, ops, err := s.replaceOps(stored, old.Rev, next)
+	if err != nil {
+		return err
 	}
+	oldKey := s.instKey(stored.ChallengeID, stored.Identity)
 	r, err := s.commit(ctx, cmps, fence, ops, clientv3.OpGet(oldKey, clientv3.WithKeysOnly()))
 	if err != nil {
 		return err
 	}
 	if !r.ok {
 		if !exists(r.Else[0]) {
-			return fmt.Errorf("%w: instance %q", ErrNotFound, old.Identity)
+			return fmt.Errorf("%w: instance %q", ErrNotFound, stored.Identity)
 		}
-		return fmt.Errorf("%w: instance %q", ErrConflict, old.Identity)
+		return fmt.Errorf("%w: instance %q", ErrConflict, stored.Identity)
 	}
-	i.committed(r.rev)
+	next.committed(r.rev)
 	return nil
 }
 
@@ -395,13 +400,9 @@ func (s *Store) UpdateInstance(ctx context.Context, i *Instance, fence ...client
 // indexes, in one transaction; ErrConflict if it changed since, ErrNotFound
 // if gone.
 func (s *Store) DeleteInstance(ctx context.Context, i *Instance, fence ...clientv3.Cmp) error {
-	old := i.stored
-	if old == nil {
-		cur, err := s.GetByIdentity(ctx, i.ChallengeID, i.Identity)
-		if err != nil {
-			return err
-		}
-		old = cur.stored
+	old, err := s.storedOf(ctx, i)
+	if err != nil {
+		return err
 	}
 	key := s.instKey(old.ChallengeID, old.Identity)
 	ops := append(s.dropOps(old, nil), clientv3.OpDelete(s.pendingKey(old.ChallengeID, old.Identity)))
@@ -427,15 +428,15 @@ type Expiring struct {
 	Until                           time.Time
 }
 
-// ExpiredBefore lists the claimed instances whose until is before t, oldest
-// first, in one range read of the expiry index (limit 0 = all).
-func (s *Store) ExpiredBefore(ctx context.Context, t time.Time, limit int64) ([]Expiring, error) {
-	resp, err := s.cli.Get(ctx, s.expDir(), clientv3.WithRange(s.expBound(t)), clientv3.WithLimit(limit))
+// ExpiredInstances lists the claimed instances whose until is before t,
+// oldest first, from the expiry index (no scan of the records).
+func (s *Store) ExpiredInstances(ctx context.Context, t time.Time) ([]Expiring, error) {
+	kvs, _, err := s.rangeFrom(ctx, 0, s.expDir(), s.expBound(t))
 	if err != nil {
-		return nil, fmt.Errorf("store: expired: %w", err)
+		return nil, err
 	}
-	out := make([]Expiring, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	out := make([]Expiring, 0, len(kvs))
+	for _, kv := range kvs {
 		parts := strings.Split(strings.TrimPrefix(string(kv.Key), s.expDir()), "/")
 		if len(parts) != 3 {
 			continue
@@ -494,10 +495,36 @@ func (snap *Snapshot) add(insts []*Instance) {
 	sort.Slice(snap.Claimed, func(a, b int) bool { return snap.Claimed[a].SourceID < snap.Claimed[b].SourceID })
 }
 
-// SnapshotAll reads every challenge with its instances at one revision
-// (QueryChallenge/QueryInstance without a stop-the-world lock), ordered by
-// escaped challenge id.
-func (s *Store) SnapshotAll(ctx context.Context) ([]*Snapshot, error) {
+// ChallengeWithInstances reads challenge cid and its claimed instances at
+// one revision (RetrieveChallenge); ErrNotFound if the challenge is absent.
+func (s *Store) ChallengeWithInstances(ctx context.Context, cid string) (*Challenge, []*Instance, error) {
+	snap, err := s.GetSnapshot(ctx, cid)
+	if err != nil {
+		return nil, nil, err
+	}
+	return snap.Challenge, snap.Claimed, nil
+}
+
+// Instances reads the claimed and pooled instances of challenge cid at one
+// revision (no error when the challenge is absent: both are then empty).
+func (s *Store) Instances(ctx context.Context, cid string) (claimed, pooled []*Instance, err error) {
+	kvs, _, err := s.rangeAll(ctx, s.instDir(cid))
+	if err != nil {
+		return nil, nil, err
+	}
+	insts, err := decodeInstances(kvs)
+	if err != nil {
+		return nil, nil, err
+	}
+	var snap Snapshot
+	snap.add(insts)
+	return snap.Claimed, snap.Pooled, nil
+}
+
+// AllChallenges reads every challenge with its instances at one revision
+// (QueryChallenge, QueryInstance, the janitor: a consistent view without a
+// stop-the-world lock), ordered by escaped challenge id.
+func (s *Store) AllChallenges(ctx context.Context) ([]*Snapshot, error) {
 	// The first page of both ranges in one transaction fixes the revision;
 	// further pages (large deployments) are read at that revision.
 	first := func(dir string) clientv3.Op {
@@ -572,14 +599,29 @@ func (s *Store) Count(ctx context.Context) (Counts, error) {
 	return Counts{Challenges: n(0), Instances: n(1), Pooled: n(2), Claimed: n(1) - n(2)}, nil
 }
 
-// CountChallenge returns how many instances of challenge cid are claimed
-// and pooled (pool refill decisions), at one revision.
-func (s *Store) CountChallenge(ctx context.Context, cid string) (claimed, pooled int64, err error) {
-	resp, err := s.cli.Txn(ctx).Then(countOp(s.instDir(cid)), countOp(s.poolDir(cid))).Commit()
+// ChallengeCounts are the instance counts of one challenge at one revision.
+type ChallengeCounts struct {
+	Claimed  int64
+	Pooled   int64
+	Reserved int64 // pool spin-ups in flight (Reserve with no source)
+	Total    int64 // Claimed + Pooled
+}
+
+// PoolCounts counts the instances of challenge cid (pool decisions) in one
+// transaction.
+func (s *Store) PoolCounts(ctx context.Context, cid string) (ChallengeCounts, error) {
+	resp, err := s.cli.Txn(ctx).Then(countOp(s.instDir(cid)), countOp(s.poolDir(cid)),
+		clientv3.OpGet(s.pendingDir(cid), clientv3.WithPrefix())).Commit()
 	if err != nil {
-		return 0, 0, fmt.Errorf("store: count challenge: %w", err)
+		return ChallengeCounts{}, fmt.Errorf("store: pool counts: %w", err)
 	}
-	all := resp.Responses[0].GetResponseRange().Count
-	pooled = resp.Responses[1].GetResponseRange().Count
-	return all - pooled, pooled, nil
+	n := ChallengeCounts{Total: resp.Responses[0].GetResponseRange().Count, Pooled: resp.Responses[1].GetResponseRange().Count}
+	n.Claimed = n.Total - n.Pooled
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		var v pendingValue
+		if json.Unmarshal(kv.Value, &v) == nil && v.SourceID == "" {
+			n.Reserved++
+		}
+	}
+	return n, nil
 }

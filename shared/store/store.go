@@ -14,9 +14,15 @@
 //	P/pool/<challenge>/<identity>        copy of a pooled (unclaimed) Instance; the lowest
 //	                                     key is the next one claimed
 //	P/resv/<challenge>/<source>          identity being created for source (lease-bound)
-//	P/pending/<challenge>/<identity>     stack being created right now (lease-bound)
+//	P/pending/<challenge>/<identity>     stack being created right now, {"sourceId"}
+//	                                     ("" = pool spin-up) (lease-bound)
 //	P/exp/<until unix nanos, 20 digits>/<challenge>/<identity>
 //	                                     source; claimed instances with an until only
+//	P/meta/<name>                        small bookkeeping (janitor)
+//
+// A create is Reserve (lease-bound: a crash frees it), then the Pulumi
+// deployment, then CommitInstance (one transaction: record, claim or pool
+// copy, expiry index, reservation removed) or Unreserve.
 //
 // Copies are written in the same transaction as the canonical record, so
 // they share its mod revision: Instance.Rev is the same whichever key it was
@@ -47,7 +53,7 @@ var (
 	ErrConflict      = errors.New("store: changed concurrently")
 	ErrFenced        = errors.New("store: lock lost, write refused")
 	ErrNotEmpty      = errors.New("store: challenge still has instances")
-	ErrPoolEmpty     = errors.New("store: no pooled instance")
+	ErrPoolEmpty     = fmt.Errorf("%w: no pooled instance", ErrNotFound) // is also ErrNotFound
 	ErrNoReservation = errors.New("store: reservation lost")
 	ErrInvalid       = errors.New("store: invalid record")
 )
@@ -63,7 +69,12 @@ type Challenge struct {
 	Additional map[string]string `json:"additional,omitempty"`
 	Min        int64             `json:"min"`
 	Max        int64             `json:"max"`
-	Rev        int64             `json:"-"` // etcd mod revision, for compare-and-swap
+	// Generation counts the changes instances must follow (scenario,
+	// additional); an instance at a lower generation is to be updated.
+	Generation int64 `json:"generation,omitempty"`
+	// Deleting hides the challenge while its instances are destroyed.
+	Deleting bool  `json:"deleting,omitempty"`
+	Rev      int64 `json:"-"` // etcd mod revision, for compare-and-swap
 }
 
 // Instance is a deployed stack: claimed by a source, or pooled (SourceID "").
@@ -79,7 +90,13 @@ type Instance struct {
 	Additional     map[string]string `json:"additional,omitempty"` // the request's own map
 	Digest         string            `json:"digest,omitempty"`     // scenario deployed
 	Project        string            `json:"project,omitempty"`    // Pulumi project deployed
-	Rev            int64             `json:"-"`
+	// Generation of the challenge the stack was last deployed at;
+	// FailedGeneration the last one it failed to reach, with LastError.
+	Generation       int64  `json:"generation,omitempty"`
+	FailedGeneration int64  `json:"failedGeneration,omitempty"`
+	LastError        string `json:"lastError,omitempty"`
+	DeleteFailed     bool   `json:"deleteFailed,omitempty"` // last destroy failed (LastError)
+	Rev              int64  `json:"-"`
 
 	// stored is the record as read at Rev: which index keys to replace.
 	stored *Instance
@@ -160,6 +177,7 @@ func countOp(dir string) clientv3.Op {
 type txnResult struct {
 	ok   bool
 	rev  int64
+	Then []*etcdserverpb.ResponseOp
 	Else []*etcdserverpb.ResponseOp
 }
 
@@ -178,6 +196,7 @@ func (s *Store) commit(ctx context.Context, cmps, fence []clientv3.Cmp, then []c
 	}
 	r := txnResult{ok: resp.Succeeded, rev: resp.Header.Revision}
 	if resp.Succeeded {
+		r.Then = resp.Responses
 		return r, nil
 	}
 	if len(fence) > 0 {
@@ -240,39 +259,80 @@ func decodeChallenge(kv *mvccpb.KeyValue) (*Challenge, error) {
 	return &c, nil
 }
 
-// UpdateChallenge replaces a challenge read at c.Rev; ErrConflict if it
-// changed since, ErrNotFound if it is gone. c.Rev is updated on success.
-func (s *Store) UpdateChallenge(ctx context.Context, c *Challenge, fence ...clientv3.Cmp) error {
-	v, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("store: encode challenge: %w", err)
+// UpdateChallenge replaces a challenge read at c.Rev (ErrConflict if it
+// changed since, ErrNotFound if gone) together with instances of it that
+// change with it (e.g. their until), each also compared on its Rev. Up to
+// txnInstances instances go in the challenge's transaction; more are written
+// first, in batches of that size, so a failure part-way leaves those batches
+// applied (retrying the update is idempotent). c.Rev and the instances'
+// Rev are updated on success.
+func (s *Store) UpdateChallenge(ctx context.Context, c *Challenge, instances []*Instance, fence ...clientv3.Cmp) error {
+	for len(instances) > txnInstances {
+		if err := s.putInstances(ctx, nil, instances[:txnInstances], fence); err != nil {
+			return err
+		}
+		instances = instances[txnInstances:]
 	}
-	k := s.challKey(c.ID)
-	r, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", c.Rev)}, fence,
-		[]clientv3.Op{clientv3.OpPut(k, string(v))}, clientv3.OpGet(k, clientv3.WithKeysOnly()))
+	return s.putInstances(ctx, c, instances, fence)
+}
+
+// txnInstances bounds the instances written in one transaction (≤ 4 ops
+// each; etcd's default --max-txn-ops is 128).
+const txnInstances = 24
+
+// putInstances writes c (if not nil) and instances in one transaction.
+func (s *Store) putInstances(ctx context.Context, c *Challenge, instances []*Instance, fence []clientv3.Cmp) error {
+	var cmps []clientv3.Cmp
+	var ops, reads []clientv3.Op
+	if c != nil {
+		v, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("store: encode challenge: %w", err)
+		}
+		k := s.challKey(c.ID)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", c.Rev))
+		ops = append(ops, clientv3.OpPut(k, string(v)))
+		reads = append(reads, clientv3.OpGet(k, clientv3.WithKeysOnly()))
+	}
+	for _, i := range instances {
+		old, err := s.storedOf(ctx, i)
+		if err != nil {
+			return err
+		}
+		ic, iops, err := s.replaceOps(old, i.Rev, i)
+		if err != nil {
+			return err
+		}
+		cmps, ops = append(cmps, ic...), append(ops, iops...)
+	}
+	r, err := s.commit(ctx, cmps, fence, ops, reads...)
 	if err != nil {
 		return err
 	}
 	if !r.ok {
-		if !exists(r.Else[0]) {
+		switch {
+		case c == nil:
+			return fmt.Errorf("%w: instances of a challenge", ErrConflict)
+		case !exists(r.Else[0]):
 			return fmt.Errorf("%w: challenge %q", ErrNotFound, c.ID)
 		}
-		return fmt.Errorf("%w: challenge %q", ErrConflict, c.ID)
+		return fmt.Errorf("%w: challenge %q or its instances", ErrConflict, c.ID)
 	}
-	c.Rev = r.rev
+	if c != nil {
+		c.Rev = r.rev
+	}
+	for _, i := range instances {
+		i.committed(r.rev)
+	}
 	return nil
 }
 
 // DeleteChallenge removes a challenge with its pool, reservations and
 // pending markers, in one transaction, only when it has no instance left
-// (the caller destroys the stacks first): ErrNotEmpty otherwise. rev 0
-// deletes whatever revision is stored; otherwise ErrConflict if it changed.
-func (s *Store) DeleteChallenge(ctx context.Context, id string, rev int64, fence ...clientv3.Cmp) error {
+// (the caller destroys the stacks first): ErrNotEmpty otherwise.
+func (s *Store) DeleteChallenge(ctx context.Context, id string, fence ...clientv3.Cmp) error {
 	k := s.challKey(id)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), ">", 0), emptyDir(s.instDir(id))}
-	if rev > 0 {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
-	}
 	r, err := s.commit(ctx, cmps, fence, []clientv3.Op{
 		clientv3.OpDelete(k),
 		clientv3.OpDelete(s.poolDir(id), clientv3.WithPrefix()),
@@ -286,10 +346,8 @@ func (s *Store) DeleteChallenge(ctx context.Context, id string, rev int64, fence
 		switch {
 		case !exists(r.Else[0]):
 			return fmt.Errorf("%w: challenge %q", ErrNotFound, id)
-		case r.Else[1].GetResponseRange().Count > 0:
-			return fmt.Errorf("%w: challenge %q has %d", ErrNotEmpty, id, r.Else[1].GetResponseRange().Count)
 		}
-		return fmt.Errorf("%w: challenge %q", ErrConflict, id)
+		return fmt.Errorf("%w: challenge %q has %d", ErrNotEmpty, id, r.Else[1].GetResponseRange().Count)
 	}
 	return nil
 }

@@ -68,14 +68,17 @@ func addClaimed(t testing.TB, s *store.Store, cli *clientv3.Client, cid, sid, id
 	must(t, s.Reserve(ctx, cid, sid, identity, lease(t, cli)))
 	i := &store.Instance{ChallengeID: cid, SourceID: sid, Identity: identity, Since: t0, LastRenew: t0, Until: until,
 		ConnectionInfo: "nc " + identity, Flags: []string{"FLAG{" + identity + "}"}, Additional: map[string]string{"k": "v"}, Digest: "sha256:x", Project: "p"}
-	must(t, s.CommitReserved(ctx, i))
+	must(t, s.CommitInstance(ctx, i))
 	return i
 }
 
-func addPooled(t testing.TB, s *store.Store, cid, identity string) *store.Instance {
+// addPooled creates a pooled instance through a pool reservation.
+func addPooled(t testing.TB, s *store.Store, cli *clientv3.Client, cid, identity string) *store.Instance {
 	t.Helper()
+	ctx := context.Background()
+	must(t, s.Reserve(ctx, cid, "", identity, lease(t, cli)))
 	i := &store.Instance{ChallengeID: cid, Identity: identity, Since: t0, LastRenew: t0, ConnectionInfo: "nc " + identity}
-	must(t, s.PutPooled(context.Background(), i))
+	must(t, s.CommitInstance(ctx, i))
 	return i
 }
 
@@ -109,10 +112,10 @@ func TestChallengeLifecycle(t *testing.T) {
 
 	stale := *got
 	got.Min = 2
-	must(t, s.UpdateChallenge(ctx, got))
+	must(t, s.UpdateChallenge(ctx, got, nil))
 	stale.Max = 9
-	wantErr(t, s.UpdateChallenge(ctx, &stale), store.ErrConflict)
-	wantErr(t, s.UpdateChallenge(ctx, &store.Challenge{ID: "nope", Rev: 1}), store.ErrNotFound)
+	wantErr(t, s.UpdateChallenge(ctx, &stale, nil), store.ErrConflict)
+	wantErr(t, s.UpdateChallenge(ctx, &store.Challenge{ID: "nope", Rev: 1}, nil), store.ErrNotFound)
 
 	list, err := s.ListChallenges(ctx)
 	must(t, err)
@@ -125,14 +128,12 @@ func TestChallengeLifecycle(t *testing.T) {
 	}
 
 	addClaimed(t, s, cli, "1", "s", "i1", nil)
-	wantErr(t, s.DeleteChallenge(ctx, "1", 0), store.ErrNotEmpty)
-	wantErr(t, s.DeleteChallenge(ctx, "1", c.Rev), store.ErrNotEmpty)
-	i, err := s.GetBySource(ctx, "1", "s")
+	wantErr(t, s.DeleteChallenge(ctx, "1"), store.ErrNotEmpty)
+	i, err := s.InstanceBySource(ctx, "1", "s")
 	must(t, err)
 	must(t, s.DeleteInstance(ctx, i))
-	wantErr(t, s.DeleteChallenge(ctx, "1", c.Rev), store.ErrConflict) // updated since c was read
-	must(t, s.DeleteChallenge(ctx, "1", got.Rev))
-	wantErr(t, s.DeleteChallenge(ctx, "1", 0), store.ErrNotFound)
+	must(t, s.DeleteChallenge(ctx, "1"))
+	wantErr(t, s.DeleteChallenge(ctx, "1"), store.ErrNotFound)
 }
 
 func TestPrefixesDoNotOverlap(t *testing.T) {
@@ -142,25 +143,26 @@ func TestPrefixesDoNotOverlap(t *testing.T) {
 	addChallenge(t, s, "10")
 	addClaimed(t, s, cli, "10", "s", "a", nil)
 	addClaimed(t, s, cli, "10", "s1", "b", nil)
-	addPooled(t, s, "10", "c")
+	addPooled(t, s, cli, "10", "c")
 
 	snap, err := s.GetSnapshot(ctx, "1")
 	must(t, err)
 	if len(snap.Claimed)+len(snap.Pooled) != 0 {
 		t.Fatalf("challenge 1 sees instances of challenge 10: %+v", snap)
 	}
-	claimed, pooled, err := s.CountChallenge(ctx, "1")
+	counts, err := s.PoolCounts(ctx, "1")
 	must(t, err)
-	if claimed != 0 || pooled != 0 {
-		t.Fatalf("CountChallenge(1) = %d, %d", claimed, pooled)
+	if counts != (store.ChallengeCounts{}) {
+		t.Fatalf("PoolCounts(1) = %+v", counts)
 	}
-	bySrc, err := s.ListBySource(ctx, "s")
+	bySrc, err := s.InstancesBySource(ctx, "s")
 	must(t, err)
 	if len(bySrc) != 1 || bySrc[0].Identity != "a" {
 		t.Fatalf("ListBySource(s) = %v (source s1 must not match)", bySrc)
 	}
-	_, err = s.Claim(ctx, "1", "s9", nil)
+	_, err = s.ClaimPooled(ctx, "1", "s9", nil)
 	wantErr(t, err, store.ErrPoolEmpty)
+	wantErr(t, err, store.ErrNotFound)
 }
 
 func TestReservation(t *testing.T) {
@@ -180,15 +182,15 @@ func TestReservation(t *testing.T) {
 	if ok, err := s.IsPending(ctx, "c", "i1"); err != nil || !ok {
 		t.Fatalf("IsPending(i1) = %v, %v", ok, err)
 	}
-	_, err = s.GetBySource(ctx, "c", "s")
+	_, err = s.InstanceBySource(ctx, "c", "s")
 	wantErr(t, err, store.ErrNotFound) // a reservation is not an instance
 
 	i := &store.Instance{ChallengeID: "c", SourceID: "s", Identity: "i1", Since: t0, LastRenew: t0, Until: ptr(t0.Add(time.Hour))}
 	wrong := *i
 	wrong.Identity = "other"
-	wantErr(t, s.CommitReserved(ctx, &wrong), store.ErrNoReservation)
-	must(t, s.CommitReserved(ctx, i))
-	got, err := s.GetBySource(ctx, "c", "s")
+	wantErr(t, s.CommitInstance(ctx, &wrong), store.ErrNoReservation)
+	must(t, s.CommitInstance(ctx, i))
+	got, err := s.InstanceBySource(ctx, "c", "s")
 	must(t, err)
 	if got.Identity != "i1" || got.Rev != i.Rev || !got.Until.Equal(*i.Until) {
 		t.Fatalf("GetBySource = %+v, committed %+v", got, i)
@@ -205,8 +207,8 @@ func TestReservation(t *testing.T) {
 
 	// Abort frees the source; a commit after the abort fails.
 	must(t, s.Reserve(ctx, "c", "s2", "i4", l))
-	must(t, s.AbortReserved(ctx, "c", "s2", "i4"))
-	wantErr(t, s.CommitReserved(ctx, &store.Instance{ChallengeID: "c", SourceID: "s2", Identity: "i4"}), store.ErrNoReservation)
+	must(t, s.Unreserve(ctx, "c", "s2", "i4"))
+	wantErr(t, s.CommitInstance(ctx, &store.Instance{ChallengeID: "c", SourceID: "s2", Identity: "i4"}), store.ErrNoReservation)
 	must(t, s.Reserve(ctx, "c", "s2", "i5", l))
 
 	// Lease loss (crash) frees the source and the pending marker.
@@ -217,7 +219,7 @@ func TestReservation(t *testing.T) {
 	if len(pending) != 0 {
 		t.Fatalf("pending after lease loss: %v", pending)
 	}
-	wantErr(t, s.CommitReserved(ctx, &store.Instance{ChallengeID: "c", SourceID: "s2", Identity: "i5"}), store.ErrNoReservation)
+	wantErr(t, s.CommitInstance(ctx, &store.Instance{ChallengeID: "c", SourceID: "s2", Identity: "i5"}), store.ErrNoReservation)
 	must(t, s.Reserve(ctx, "c", "s2", "i6", lease(t, cli)))
 }
 
@@ -251,40 +253,45 @@ func TestClaimLowestFirst(t *testing.T) {
 	ctx := context.Background()
 	addChallenge(t, s, "c")
 	for _, id := range []string{"c3", "a1", "b2"} {
-		addPooled(t, s, "c", id)
+		addPooled(t, s, cli, "c", id)
 	}
-	claimed, pooled, err := s.CountChallenge(ctx, "c")
+	must(t, s.Reserve(ctx, "c", "", "d4", lease(t, cli))) // a spin-up in flight
+	counts, err := s.PoolCounts(ctx, "c")
 	must(t, err)
-	if claimed != 0 || pooled != 3 {
-		t.Fatalf("counts %d claimed, %d pooled", claimed, pooled)
+	if counts != (store.ChallengeCounts{Claimed: 0, Pooled: 3, Reserved: 1, Total: 3}) {
+		t.Fatalf("PoolCounts = %+v", counts)
 	}
 	now := t0.Add(time.Minute)
 	until := now.Add(time.Hour)
-	i, err := s.Claim(ctx, "c", "s1", func(i *store.Instance) {
+	claim, err := s.ClaimPooled(ctx, "c", "s1", func(i *store.Instance) {
 		i.LastRenew, i.Until, i.Additional = now, &until, map[string]string{"x": "y"}
 		i.Since = now // must be ignored: since stays the pool creation time
 	})
 	must(t, err)
+	if claim.PooledBefore != 3 || claim.Total != 3 {
+		t.Fatalf("claim counted %d pooled before, %d total; want 3, 3", claim.PooledBefore, claim.Total)
+	}
+	i := claim.Instance
 	if i.Identity != "a1" || i.SourceID != "s1" || !i.Since.Equal(t0) || !i.LastRenew.Equal(now) || i.Additional["x"] != "y" {
 		t.Fatalf("claimed %+v", i)
 	}
-	got, err := s.GetBySource(ctx, "c", "s1")
+	got, err := s.InstanceBySource(ctx, "c", "s1")
 	must(t, err)
 	if got.Identity != "a1" || got.Rev != i.Rev {
 		t.Fatalf("GetBySource after claim = %+v", got)
 	}
-	_, err = s.Claim(ctx, "c", "s1", nil)
+	_, err = s.ClaimPooled(ctx, "c", "s1", nil)
 	wantErr(t, err, store.ErrExists)
 	must(t, s.Reserve(ctx, "c", "s2", "zz", lease(t, cli)))
-	_, err = s.Claim(ctx, "c", "s2", nil)
+	_, err = s.ClaimPooled(ctx, "c", "s2", nil)
 	wantErr(t, err, store.ErrExists) // a reservation counts too
 
-	claimed, pooled, err = s.CountChallenge(ctx, "c")
+	counts, err = s.PoolCounts(ctx, "c")
 	must(t, err)
-	if claimed != 1 || pooled != 2 {
-		t.Fatalf("counts after claim: %d claimed, %d pooled", claimed, pooled)
+	if counts != (store.ChallengeCounts{Claimed: 1, Pooled: 2, Reserved: 1, Total: 3}) {
+		t.Fatalf("PoolCounts after claim = %+v", counts)
 	}
-	exp, err := s.ExpiredBefore(ctx, until.Add(time.Second), 0)
+	exp, err := s.ExpiredInstances(ctx, until.Add(time.Second))
 	must(t, err)
 	if len(exp) != 1 || exp[0].Identity != "a1" || exp[0].SourceID != "s1" {
 		t.Fatalf("claim did not index the expiry: %+v", exp)
@@ -292,24 +299,24 @@ func TestClaimLowestFirst(t *testing.T) {
 }
 
 func TestClaimRace(t *testing.T) {
-	s, _ := newStore(t)
+	s, cli := newStore(t)
 	addChallenge(t, s, "c")
 	for _, id := range []string{"p1", "p2", "p3"} {
-		addPooled(t, s, "c", id)
+		addPooled(t, s, cli, "c", id)
 	}
 	const n = 10
-	got := make([]*store.Instance, n)
+	got := make([]*store.Claim, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for k := range n {
-		wg.Go(func() { got[k], errs[k] = s.Claim(context.Background(), "c", fmt.Sprintf("s%d", k), nil) })
+		wg.Go(func() { got[k], errs[k] = s.ClaimPooled(context.Background(), "c", fmt.Sprintf("s%d", k), nil) })
 	}
 	wg.Wait()
 	var ids []string
 	for k := range n {
 		switch {
 		case errs[k] == nil:
-			ids = append(ids, got[k].Identity)
+			ids = append(ids, got[k].Instance.Identity)
 		case !errors.Is(errs[k], store.ErrPoolEmpty):
 			t.Fatal(errs[k])
 		}
@@ -327,29 +334,36 @@ func TestInstanceUpdateAndDelete(t *testing.T) {
 	i := addClaimed(t, s, cli, "c", "s", "old", ptr(t0))
 
 	// Renew: until moves, the expiry index follows.
-	read, err := s.GetBySource(ctx, "c", "s")
+	read, err := s.InstanceBySource(ctx, "c", "s")
 	must(t, err)
 	stale := *read
 	read.Until = ptr(t0.Add(2 * time.Hour))
-	must(t, s.UpdateInstance(ctx, read))
-	exp, err := s.ExpiredBefore(ctx, t0.Add(time.Hour), 0)
+	must(t, s.PutInstance(ctx, read))
+	exp, err := s.ExpiredInstances(ctx, t0.Add(time.Hour))
 	must(t, err)
 	if len(exp) != 0 {
 		t.Fatalf("old until still indexed: %+v", exp)
 	}
-	wantErr(t, s.UpdateInstance(ctx, &stale), store.ErrConflict)
+	wantErr(t, s.PutInstance(ctx, &stale), store.ErrConflict)
 
 	// Blue-green: the identity changes, claim and index follow.
-	read.Identity, read.ConnectionInfo = "new", "nc new"
-	must(t, s.UpdateInstance(ctx, read))
-	_, err = s.GetByIdentity(ctx, "c", "old")
+	must(t, s.Reserve(ctx, "c", "", "new", lease(t, cli))) // the new stack is pending meanwhile
+	updated := *read
+	updated.Identity, updated.ConnectionInfo = "new", "nc new"
+	must(t, s.ReplaceInstance(ctx, read, &updated))
+	wantErr(t, s.ReplaceInstance(ctx, read, &updated), store.ErrNotFound) // old one is gone
+	if ok, err := s.IsPending(ctx, "c", "new"); err != nil || ok {
+		t.Fatalf("pending marker of the new identity after replace: %v, %v", ok, err)
+	}
+	read = &updated
+	_, err = s.InstanceByIdentity(ctx, "c", "old")
 	wantErr(t, err, store.ErrNotFound)
-	bySrc, err := s.GetBySource(ctx, "c", "s")
+	bySrc, err := s.InstanceBySource(ctx, "c", "s")
 	must(t, err)
 	if bySrc.Identity != "new" || bySrc.ConnectionInfo != "nc new" || bySrc.Rev != read.Rev {
 		t.Fatalf("after blue-green GetBySource = %+v", bySrc)
 	}
-	exp, err = s.ExpiredBefore(ctx, t0.Add(3*time.Hour), 0)
+	exp, err = s.ExpiredInstances(ctx, t0.Add(3*time.Hour))
 	must(t, err)
 	if len(exp) != 1 || exp[0].Identity != "new" {
 		t.Fatalf("expiry index after blue-green: %+v", exp)
@@ -357,13 +371,13 @@ func TestInstanceUpdateAndDelete(t *testing.T) {
 	// Moving to another source is refused.
 	moved := *bySrc
 	moved.SourceID = "other"
-	wantErr(t, s.UpdateInstance(ctx, &moved), store.ErrInvalid)
+	wantErr(t, s.PutInstance(ctx, &moved), store.ErrInvalid)
 
 	// A hand-built record (no read) updates too, given the right Rev.
-	must(t, s.UpdateInstance(ctx, &store.Instance{ChallengeID: "c", SourceID: "s", Identity: "new", Rev: bySrc.Rev, Since: i.Since}))
+	must(t, s.PutInstance(ctx, &store.Instance{ChallengeID: "c", SourceID: "s", Identity: "new", Rev: bySrc.Rev, Since: i.Since}))
 
 	// Delete removes record, claim and index; a second delete finds nothing.
-	cur, err := s.GetByIdentity(ctx, "c", "new")
+	cur, err := s.InstanceByIdentity(ctx, "c", "new")
 	must(t, err)
 	must(t, s.DeleteInstance(ctx, cur))
 	wantErr(t, s.DeleteInstance(ctx, cur), store.ErrNotFound)
@@ -375,7 +389,7 @@ func TestInstanceUpdateAndDelete(t *testing.T) {
 	must(t, s.Reserve(ctx, "c", "s", "again", lease(t, cli))) // the source is free again
 }
 
-func TestExpiredBefore(t *testing.T) {
+func TestExpiredInstances(t *testing.T) {
 	s, cli := newStore(t)
 	ctx := context.Background()
 	addChallenge(t, s, "a")
@@ -386,30 +400,21 @@ func TestExpiredBefore(t *testing.T) {
 	addClaimed(t, s, cli, "a", "s3", "i3", ptr(now.Add(time.Hour)))
 	addClaimed(t, s, cli, "a", "s4", "i4", nil)
 	addClaimed(t, s, cli, "a", "s5", "i5", ptr(now)) // not before now
-	p := addPooled(t, s, "a", "p1")
+	p := addPooled(t, s, cli, "a", "p1")
 	p.Until = ptr(now.Add(-3 * time.Hour)) // pooled instances never expire
-	must(t, s.UpdateInstance(ctx, p))
+	must(t, s.PutInstance(ctx, p))
 
-	for _, tc := range []struct {
-		limit int64
-		want  []string
-	}{{0, []string{"i2", "i1"}}, {1, []string{"i2"}}} {
-		exp, err := s.ExpiredBefore(ctx, now, tc.limit)
-		must(t, err)
-		var ids []string
-		for _, e := range exp {
-			ids = append(ids, e.ChallengeID+"/"+e.Identity)
-			if e.Until.IsZero() || e.SourceID == "" {
-				t.Fatalf("incomplete entry %+v", e)
-			}
+	exp, err := s.ExpiredInstances(ctx, now)
+	must(t, err)
+	var ids []string
+	for _, e := range exp {
+		ids = append(ids, e.ChallengeID+"/"+e.Identity)
+		if e.Until.IsZero() || e.SourceID == "" {
+			t.Fatalf("incomplete entry %+v", e)
 		}
-		want := []string{}
-		for _, w := range tc.want {
-			want = append(want, map[string]string{"i1": "a/i1", "i2": "b/i2"}[w])
-		}
-		if !slices.Equal(ids, want) {
-			t.Fatalf("ExpiredBefore(limit %d) = %v, want %v", tc.limit, ids, want)
-		}
+	}
+	if want := []string{"b/i2", "a/i1"}; !slices.Equal(ids, want) {
+		t.Fatalf("ExpiredInstances = %v, want %v (oldest first)", ids, want)
 	}
 }
 
@@ -421,10 +426,10 @@ func TestSnapshotsAndCounts(t *testing.T) {
 	}
 	addClaimed(t, s, cli, "a", "s2", "a2", nil)
 	addClaimed(t, s, cli, "a", "s1", "a1", nil)
-	addPooled(t, s, "a", "ap")
+	addPooled(t, s, cli, "a", "ap")
 	addClaimed(t, s, cli, "b", "s1", "b1", nil)
 
-	snaps, err := s.SnapshotAll(ctx)
+	snaps, err := s.AllChallenges(ctx)
 	must(t, err)
 	if len(snaps) != 3 {
 		t.Fatalf("%d snapshots", len(snaps))
@@ -477,9 +482,9 @@ func TestPagedReads(t *testing.T) {
 	}
 	list, err := s.ListChallenges(ctx)
 	must(t, err)
-	bySrc, err := s.ListBySource(ctx, "src")
+	bySrc, err := s.InstancesBySource(ctx, "src")
 	must(t, err)
-	snaps, err := s.SnapshotAll(ctx)
+	snaps, err := s.AllChallenges(ctx)
 	must(t, err)
 	claimed := 0
 	for _, sn := range snaps {
@@ -501,7 +506,7 @@ func TestFencedWritesFailAfterLockLoss(t *testing.T) {
 	_, err = cli.Revoke(ctx, h.Lease()) // lost behind the holder's back
 	must(t, err)
 	c.Min = 4
-	wantErr(t, s.UpdateChallenge(ctx, c, h.Fence()...), store.ErrFenced)
+	wantErr(t, s.UpdateChallenge(ctx, c, nil, h.Fence()...), store.ErrFenced)
 	wantErr(t, s.CreateChallenge(ctx, &store.Challenge{ID: "d"}, h.Fence()...), store.ErrFenced)
 	wantErr(t, s.Reserve(ctx, "c", "s", "i", h.Lease(), h.Fence()...), store.ErrFenced)
 	got, err := s.GetChallenge(ctx, "c")
@@ -518,26 +523,117 @@ func TestDeleteChallengeLeavesNothing(t *testing.T) {
 	addChallenge(t, s, "c")
 	addChallenge(t, s, "other")
 	addClaimed(t, s, cli, "c", "s1", "i1", ptr(t0))
-	addPooled(t, s, "c", "p1")
-	must(t, s.MarkPending(ctx, "c", "p2", lease(t, cli)))
+	addPooled(t, s, cli, "c", "p1")
+	must(t, s.Reserve(ctx, "c", "", "p2", lease(t, cli)))
 	must(t, s.Reserve(ctx, "c", "s9", "i9", lease(t, cli)))
-	must(t, s.MarkPending(ctx, "other", "o1", lease(t, cli)))
+	must(t, s.Reserve(ctx, "other", "", "o1", lease(t, cli)))
 	pending, err := s.ListPending(ctx, "")
 	must(t, err)
 	want := []store.Pending{{ChallengeID: "c", Identity: "i9", SourceID: "s9"}, {ChallengeID: "c", Identity: "p2"}, {ChallengeID: "other", Identity: "o1"}}
 	if !slices.Equal(pending, want) {
 		t.Fatalf("ListPending(all) = %+v, want %+v", pending, want)
 	}
-	must(t, s.ClearPending(ctx, "other", "o1"))
+	must(t, s.Unreserve(ctx, "other", "", "o1"))
 
 	snap, err := s.GetSnapshot(ctx, "c")
 	must(t, err)
 	for _, i := range append(snap.Claimed, snap.Pooled...) {
 		must(t, s.DeleteInstance(ctx, i))
 	}
-	must(t, s.DeleteChallenge(ctx, "c", snap.Challenge.Rev))
+	must(t, s.DeleteChallenge(ctx, "c"))
 	keys := allKeys(t, cli)
 	if !slices.Equal(keys, []string{prefix + "/chall/other"}) {
 		t.Fatalf("keys left after deleting challenge c: %v", keys)
+	}
+}
+
+func TestUpdateChallengeWithInstances(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	c := addChallenge(t, s, "c")
+	const n = 30 // more than one transaction's worth
+	for k := range n {
+		addClaimed(t, s, cli, "c", fmt.Sprintf("s%02d", k), fmt.Sprintf("i%02d", k), ptr(t0))
+	}
+	claimed, pooled, err := s.Instances(ctx, "c")
+	must(t, err)
+	if len(claimed) != n || len(pooled) != 0 {
+		t.Fatalf("Instances = %d claimed, %d pooled", len(claimed), len(pooled))
+	}
+	stale := *claimed[0]
+	later := t0.Add(time.Hour)
+	for _, i := range claimed {
+		i.Until = &later
+	}
+	c.Generation++
+	must(t, s.UpdateChallenge(ctx, c, claimed))
+	got, insts, err := s.ChallengeWithInstances(ctx, "c")
+	must(t, err)
+	if got.Generation != 1 || len(insts) != n {
+		t.Fatalf("after update: generation %d, %d instances", got.Generation, len(insts))
+	}
+	for _, i := range insts {
+		if !i.Until.Equal(later) {
+			t.Fatalf("instance %s until %v, want %v", i.Identity, i.Until, later)
+		}
+	}
+	exp, err := s.ExpiredInstances(ctx, later)
+	must(t, err)
+	if len(exp) != 0 {
+		t.Fatalf("%d old untils still indexed", len(exp))
+	}
+	exp, err = s.ExpiredInstances(ctx, later.Add(time.Second))
+	must(t, err)
+	if len(exp) != n {
+		t.Fatalf("%d new untils indexed, want %d", len(exp), n)
+	}
+	wantErr(t, s.UpdateChallenge(ctx, c, []*store.Instance{&stale}), store.ErrConflict)
+}
+
+func TestPoolReservation(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	addChallenge(t, s, "c")
+	addPooled(t, s, cli, "c", "p1")
+	wantErr(t, s.Reserve(ctx, "c", "", "p1", lease(t, cli)), store.ErrExists) // identity taken
+	wantErr(t, s.CommitInstance(ctx, &store.Instance{ChallengeID: "c", Identity: "p2"}), store.ErrNoReservation)
+	l := lease(t, cli)
+	must(t, s.Reserve(ctx, "c", "", "p2", l))
+	wantErr(t, s.Reserve(ctx, "c", "", "p2", l), store.ErrExists) // already pending
+	_, err := cli.Revoke(ctx, l)                                  // the spin-up crashed
+	must(t, err)
+	wantErr(t, s.CommitInstance(ctx, &store.Instance{ChallengeID: "c", Identity: "p2"}), store.ErrNoReservation)
+	counts, err := s.PoolCounts(ctx, "c")
+	must(t, err)
+	if counts != (store.ChallengeCounts{Pooled: 1, Total: 1}) {
+		t.Fatalf("PoolCounts = %+v", counts)
+	}
+}
+
+func TestIdentitiesAndMeta(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	addChallenge(t, s, "a")
+	addChallenge(t, s, "b")
+	addClaimed(t, s, cli, "a", "s", "i1", nil)
+	addPooled(t, s, cli, "b", "i2")
+	must(t, s.Reserve(ctx, "a", "s2", "i3", lease(t, cli)))
+	must(t, s.Reserve(ctx, "b", "", "i4", lease(t, cli)))
+	ids, err := s.Identities(ctx)
+	must(t, err)
+	if len(ids) != 4 || !ids["i1"] || !ids["i2"] || !ids["i3"] || !ids["i4"] {
+		t.Fatalf("Identities = %v", ids)
+	}
+
+	got, err := s.GetMeta(ctx, "orphans")
+	must(t, err)
+	if got != nil {
+		t.Fatalf("absent meta = %q", got)
+	}
+	must(t, s.PutMeta(ctx, "orphans", []byte(`{"x":1}`)))
+	got, err = s.GetMeta(ctx, "orphans")
+	must(t, err)
+	if string(got) != `{"x":1}` {
+		t.Fatalf("meta = %q", got)
 	}
 }
