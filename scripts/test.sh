@@ -9,6 +9,7 @@ root=$PWD
 # Tools the tests start for real: the Pulumi CLI and our Go language host, and
 # the monitoring fixture (Jaeger, Prometheus) when its installer exists.
 scripts/install-pulumi.sh
+scripts/install-providers.sh
 if [[ -x scripts/install-monitoring.sh ]]; then scripts/install-monitoring.sh; fi
 export PATH="$root/.bin:$PATH"
 export CHALLFN_PULUMI="$root/.bin/pulumi"
@@ -21,7 +22,7 @@ echo "== go test (main module)"
 go test -count=1 -timeout 45m "$@" ./...
 
 # Separate modules (kept apart so the functions' go.mod does not inherit them).
-for mod in tools/validate; do
+for mod in tools/validate providers/challfn-local; do
   if [[ -f $mod/go.mod ]]; then
     echo "== go test ($mod)"
     (cd "$mod" && go test -count=1 -timeout 20m ./...)

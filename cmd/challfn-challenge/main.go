@@ -1,0 +1,10 @@
+// Command challfn-challenge serves the challenge function (the ChallengeStore
+// REST routes) with the functions framework.
+package main
+
+import (
+	"github.com/challfn/challfn/functions/challenge"
+	"github.com/challfn/challfn/shared/funcmain"
+)
+
+func main() { funcmain.Run("challfn-"+challenge.Name, challenge.Name) }

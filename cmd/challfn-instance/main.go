@@ -1,0 +1,11 @@
+// Command challfn-instance serves the instance function (the InstanceManager
+// REST routes and the asynchronous-work CloudEvents at /events) with the
+// functions framework.
+package main
+
+import (
+	"github.com/challfn/challfn/functions/instance"
+	"github.com/challfn/challfn/shared/funcmain"
+)
+
+func main() { funcmain.Run("challfn-"+instance.Name, instance.Name) }

@@ -1,0 +1,214 @@
+// Command challfn-local runs the whole of challfn on this machine, on an
+// embedded default: an embedded etcd (data in .run/etcd), an in-process OCI
+// registry with the example scenarios pushed, a file:// Pulumi backend, and
+// the three functions behind one address, as clients expect one base URL.
+// Asynchronous work travels between the functions as binary-mode CloudEvents
+// over HTTP (the encoding Knative brokers use), and the janitor is fired on a
+// short schedule the same way.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/challfn/challfn/functions/challenge"
+	"github.com/challfn/challfn/functions/instance"
+	"github.com/challfn/challfn/functions/janitor"
+	"github.com/challfn/challfn/shared/bootstrap"
+	"github.com/challfn/challfn/shared/config"
+	"github.com/challfn/challfn/shared/etcd"
+	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/httpx"
+	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/shared/scenario"
+	"github.com/challfn/challfn/shared/telemetry"
+	"github.com/challfn/challfn/shared/version"
+)
+
+func main() {
+	var (
+		addr      = flag.String("addr", "127.0.0.1:8080", "address of the REST API (all functions behind it)")
+		regAddr   = flag.String("registry", "127.0.0.1:5001", "address of the local OCI registry")
+		dir       = flag.String("dir", ".run", "folder for etcd data, Pulumi state and caches")
+		examples  = flag.String("scenarios", "scenarios", "folder whose sub-folders are pushed as examples/<name>:latest")
+		janitorEv = flag.Duration("janitor-every", 15*time.Second, "janitor schedule")
+	)
+	flag.Parse()
+	log := telemetry.NewLogger(os.Stderr)
+	slog.SetDefault(log)
+	if err := run(*addr, *regAddr, *dir, *examples, *janitorEv, log); err != nil {
+		log.Error("challfn-local stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for _, sub := range []string{"etcd", "state", "scenarios", "cache"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	t, err := telemetry.Setup(ctx, "challfn-local", version.Version)
+	if err != nil {
+		return err
+	}
+	defer t.Shutdown(context.Background())
+
+	e, err := etcd.StartEmbedded(ctx, filepath.Join(dir, "etcd"))
+	if err != nil {
+		return fmt.Errorf("embedded etcd: %w", err)
+	}
+	defer e.Close()
+	reg, err := registry.Start(ctx, registry.Options{Addr: regAddr})
+	if err != nil {
+		return fmt.Errorf("local registry: %w", err)
+	}
+	defer reg.Close()
+	refs := pushExamples(ctx, examples, reg.Host(), log)
+
+	cfg, err := config.Load(func(k string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return map[string]string{
+			"ETCD_ENDPOINTS":           e.Endpoints()[0],
+			"PULUMI_BACKEND_URL":       "file://" + filepath.Join(dir, "state"),
+			"PULUMI_CONFIG_PASSPHRASE": "challfn-local",
+			"SCENARIO_STORE_URL":       "file://" + filepath.Join(dir, "scenarios"),
+			"CACHE_DIR":                filepath.Join(dir, "cache"),
+			"OCI_INSECURE":             "true",
+			"EVENTS_SINK_URL":          "http://" + addr + instance.EventsPath,
+			"JANITOR_ORPHAN_GRACE":     "2m",
+		}[k]
+	})
+	if err != nil {
+		return err
+	}
+	app, err := bootstrap.New(ctx, cfg, "local", log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+
+	mux, err := Mux(ctx, app)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go tickJanitor(ctx, "http://"+addr+"/janitor", janitorEvery, log)
+
+	fmt.Fprintf(os.Stderr, "\nchallfn is running at http://%s (etcd %s, registry %s, state %s)\n", addr, e.Endpoints()[0], reg.Host(), dir)
+	for _, r := range refs {
+		fmt.Fprintf(os.Stderr, "  example scenario: %s\n", r)
+	}
+	fmt.Fprintln(os.Stderr)
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Mux puts the three functions behind one address, routed by path as the
+// Knative HTTPRoute and the Cloud Run URL map do in production.
+func Mux(ctx context.Context, app *bootstrap.App) (http.Handler, error) {
+	inst, err := instance.Handler(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	jan, err := events.HTTPHandler(ctx, telemetry.CloudEvent(func(ctx context.Context, _ cloudevents.Event) error {
+		return janitor.Run(ctx, app)
+	}))
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	chall := telemetry.Handler(challenge.Name, challenge.Handler(app))
+	in := telemetry.Handler(instance.Name, inst)
+	mux.Handle("/api/v1/challenge", chall)
+	mux.Handle("/api/v1/challenge/", chall)
+	mux.Handle("/api/v1/instance", in)
+	mux.Handle("/api/v1/instance/", in)
+	mux.Handle(instance.EventsPath, in)
+	mux.Handle(httpx.HealthPath, in)
+	mux.Handle("/janitor", telemetry.Handler(janitor.Name, jan))
+	return mux, nil
+}
+
+// tickJanitor fires the janitor like a Knative PingSource: a binary-mode
+// CloudEvent POSTed on a schedule.
+func tickJanitor(ctx context.Context, target string, every time.Duration, log *slog.Logger) {
+	sender, err := events.NewSender(target, nil)
+	if err != nil {
+		log.Error("janitor ticker", "error", err)
+		return
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		e, err := events.New(ctx, "//challfn/local/ticker", events.TypeJanitorRun, map[string]string{})
+		if err == nil {
+			err = sender.Send(ctx, e)
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn("janitor tick", "error", err)
+		}
+	}
+}
+
+// pushExamples pushes every scenario folder under root to the local registry.
+func pushExamples(ctx context.Context, root, host string, log *slog.Logger) []string {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		log.Warn("no example scenarios pushed", "error", err)
+		return nil
+	}
+	var refs []string
+	for _, en := range entries {
+		if !en.IsDir() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(root, en.Name(), "Pulumi.yaml")); err != nil {
+			continue
+		}
+		ref := host + "/examples/" + en.Name() + ":latest"
+		if _, err := scenario.Push(ctx, filepath.Join(root, en.Name()), ref, scenario.RegistryOptions{PlainHTTP: true}); err != nil {
+			log.Warn("pushing example scenario", "dir", en.Name(), "error", err)
+			continue
+		}
+		refs = append(refs, ref)
+	}
+	return refs
+}

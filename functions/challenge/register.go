@@ -1,0 +1,57 @@
+package challenge
+
+import (
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
+
+	"github.com/challfn/challfn/shared/apierr"
+	"github.com/challfn/challfn/shared/bootstrap"
+	"github.com/challfn/challfn/shared/httpx"
+	"github.com/challfn/challfn/shared/telemetry"
+)
+
+// Name is the function target (FUNCTION_TARGET) of the challenge function.
+const Name = "challenge"
+
+func init() {
+	functions.HTTP(Name, telemetry.HandlerFunc(Name, serve))
+}
+
+var (
+	app     = &bootstrap.Lazy{New: bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr))}
+	handler http.Handler
+	once    sync.Mutex
+)
+
+// serve builds the function's dependencies on the first request (a cold
+// start), then serves with them.
+func serve(w http.ResponseWriter, r *http.Request) {
+	a, err := app.Get(r.Context())
+	if err != nil {
+		apierr.Write(w, apierr.Unavailable("challfn is not ready: "+err.Error()))
+		return
+	}
+	once.Lock()
+	if handler == nil {
+		handler = Handler(a)
+	}
+	h := handler
+	once.Unlock()
+	h.ServeHTTP(w, r)
+}
+
+// Handler serves the challenge function's routes and health endpoint with a.
+func Handler(a *bootstrap.App) http.Handler {
+	router := httpx.Router(Routes(a.Manager, a.Config.MaxRequestBytes)...)
+	health := a.Health("challfn-" + Name)
+	return httpx.RequireToken(a.Config.APITokens, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == httpx.HealthPath {
+			health.ServeHTTP(w, r)
+			return
+		}
+		router.ServeHTTP(w, r)
+	}))
+}

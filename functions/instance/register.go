@@ -1,0 +1,88 @@
+package instance
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/challfn/challfn/shared/apierr"
+	"github.com/challfn/challfn/shared/bootstrap"
+	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/httpx"
+	"github.com/challfn/challfn/shared/telemetry"
+)
+
+// Name is the function target of the instance function's REST routes (which
+// also receive events at EventsPath); EventsName is its CloudEvent-only
+// target, for platforms that deliver events to a dedicated function.
+const (
+	Name       = "instance"
+	EventsName = "instance-events"
+)
+
+func init() {
+	functions.HTTP(Name, telemetry.HandlerFunc(Name, serve))
+	functions.CloudEvent(EventsName, telemetry.CloudEvent(handleEvent))
+}
+
+var (
+	app     = &bootstrap.Lazy{New: bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr))}
+	handler http.Handler
+	mu      sync.Mutex
+)
+
+func serve(w http.ResponseWriter, r *http.Request) {
+	a, err := app.Get(r.Context())
+	if err != nil {
+		apierr.Write(w, apierr.Unavailable("challfn is not ready: "+err.Error()))
+		return
+	}
+	mu.Lock()
+	if handler == nil {
+		handler, err = Handler(context.Background(), a)
+	}
+	h := handler
+	mu.Unlock()
+	if err != nil {
+		apierr.Write(w, err)
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+func handleEvent(ctx context.Context, e cloudevents.Event) error {
+	a, err := app.Get(ctx)
+	if err != nil {
+		return events.Result(err) // transient: the broker retries
+	}
+	return events.Result(a.Manager.HandleEvent(ctx, e))
+}
+
+// Handler serves the instance function's routes, its events (at EventsPath)
+// and its health endpoint with a.
+func Handler(ctx context.Context, a *bootstrap.App) (http.Handler, error) {
+	router := httpx.Router(Routes(a.Manager, a.Config.MaxRequestBytes)...)
+	health := a.Health("challfn-" + Name)
+	evs, err := events.HTTPHandler(ctx, telemetry.CloudEvent(func(ctx context.Context, e cloudevents.Event) error {
+		return events.Result(a.Manager.HandleEvent(ctx, e))
+	}))
+	if err != nil {
+		return nil, err
+	}
+	// With API tokens configured (a public URL), events need a token too;
+	// brokers that cannot send one deliver to the private EventsName target.
+	return httpx.RequireToken(a.Config.APITokens, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case httpx.HealthPath:
+			health.ServeHTTP(w, r)
+		case EventsPath:
+			evs.ServeHTTP(w, r)
+		default:
+			router.ServeHTTP(w, r)
+		}
+	})), nil
+}

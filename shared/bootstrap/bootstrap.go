@@ -1,0 +1,178 @@
+// Package bootstrap builds a function's dependencies from its configuration:
+// the etcd client, records, locks, the scenario manager, the Pulumi engine, the
+// event sender and the business layer. Each function instance does this once,
+// at its first request (cold start), and keeps the result.
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+
+	"github.com/challfn/challfn/shared/config"
+	"github.com/challfn/challfn/shared/etcd"
+	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/httpx"
+	"github.com/challfn/challfn/shared/iac"
+	"github.com/challfn/challfn/shared/lock"
+	"github.com/challfn/challfn/shared/manager"
+	"github.com/challfn/challfn/shared/scenario"
+	"github.com/challfn/challfn/shared/store"
+	"github.com/challfn/challfn/shared/telemetry"
+	"github.com/challfn/challfn/shared/version"
+)
+
+// App is everything a function needs to serve.
+type App struct {
+	Config    config.Config
+	Etcd      *clientv3.Client
+	Store     *store.Store
+	Locks     *lock.Locker
+	Scenarios *scenario.Manager
+	Engine    *iac.Engine
+	Manager   *manager.Manager
+	Log       *slog.Logger
+}
+
+// New connects to etcd and builds the rest. source names the function in the
+// events it sends (`//challfn/<function>`).
+func New(ctx context.Context, cfg config.Config, function string, log *slog.Logger) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	cli, err := etcd.Connect(ctx, etcd.Config{Endpoints: cfg.EtcdEndpoints, Username: cfg.EtcdUsername, Password: cfg.EtcdPassword})
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
+	a := &App{Config: cfg, Etcd: cli, Log: log}
+	a.Store = store.New(cli, cfg.EtcdPrefix)
+	a.Locks = lock.New(cli, lock.Options{Prefix: cfg.EtcdPrefix, TTL: cfg.LockTTL, Hook: lockHook})
+	a.Engine, err = iac.New(iac.Config{
+		PulumiBin:  cfg.PulumiBinary,
+		BackendURL: cfg.PulumiBackendURL,
+		Passphrase: cfg.PulumiPassphrase,
+		OpTimeout:  cfg.DeployTimeout,
+	})
+	if err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("pulumi engine: %w", err)
+	}
+	a.Scenarios, err = scenario.New(ctx, scenario.Config{
+		StoreURL: cfg.ScenarioStoreURL,
+		CacheDir: cfg.CacheDir,
+		Registry: scenario.RegistryOptions{
+			PlainHTTP:         cfg.OCIInsecure,
+			Username:          cfg.OCIUsername,
+			Password:          cfg.OCIPassword,
+			AllowedRegistries: cfg.OCIAllowed,
+		},
+		MaxBytes:  cfg.ScenarioMaxBytes,
+		Previewer: a.Engine,
+	})
+	if err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("scenarios: %w", err)
+	}
+	var sender manager.Sender
+	if cfg.EventsSinkURL != "" {
+		s, err := events.NewSender(cfg.EventsSinkURL, &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport)})
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		sender = s
+	}
+	a.Manager = manager.New(manager.Options{
+		Store:     a.Store,
+		Locks:     a.Locks,
+		Scenarios: a.Scenarios,
+		Engine:    a.Engine,
+		Events:    sender,
+		Source:    "//challfn/" + function,
+		Debug:     cfg.Debug,
+		Log:       log,
+	})
+	return a, nil
+}
+
+// Close releases the connections.
+func (a *App) Close() error {
+	var errs []error
+	if a.Scenarios != nil {
+		errs = append(errs, a.Scenarios.Close())
+	}
+	if a.Etcd != nil {
+		errs = append(errs, a.Etcd.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Health is the health endpoint: 503 while etcd does not answer.
+func (a *App) Health(component string) http.Handler {
+	return httpx.Health(component, version.Version, httpx.Check{
+		Name: "etcd",
+		Probe: func(ctx context.Context) error {
+			_, err := a.Etcd.Get(ctx, "health", clientv3.WithLimit(1), clientv3.WithCountOnly())
+			return err
+		},
+	})
+}
+
+// Lazy builds an App on first use and keeps it; a failed build is retried
+// at the next call (etcd may come up after the function).
+type Lazy struct {
+	mu  sync.Mutex
+	app *App
+	New func(ctx context.Context) (*App, error)
+}
+
+// Get returns the App, building it if needed.
+func (l *Lazy) Get(ctx context.Context) (*App, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.app != nil {
+		return l.app, nil
+	}
+	app, err := l.New(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.app = app
+	return app, nil
+}
+
+// FromEnv is the usual Lazy.New: configuration from the environment.
+func FromEnv(function string, log *slog.Logger) func(ctx context.Context) (*App, error) {
+	return func(ctx context.Context) (*App, error) {
+		cfg, err := config.FromEnv()
+		if err != nil {
+			return nil, err
+		}
+		return New(ctx, cfg, function, log)
+	}
+}
+
+// lockHook makes a span of every lock acquisition and wait, and records the
+// waits in the lock-wait histogram (names "lock.wait.<level>.<mode>").
+func lockHook(ctx context.Context, name string) (context.Context, func()) {
+	ctx, span := telemetry.Start(ctx, name)
+	start := time.Now()
+	return ctx, func() {
+		span.End()
+		if rest, ok := strings.CutPrefix(name, "lock.wait."); ok {
+			level, mode, _ := strings.Cut(rest, ".")
+			telemetry.Metrics().RecordLockWait(ctx, level, mode, time.Since(start))
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/challfn/challfn/shared/apierr"
+	"github.com/challfn/challfn/shared/iac"
+	"github.com/challfn/challfn/shared/scenario"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// This file is the one place where errors of the lower layers (scenario,
+// engine, etcd) become errors of the contract (reference §2.2).
+
+// scenarioError maps a scenario failure for ref. On the validation path
+// (challenge create/update) registry problems are the client's to fix and get
+// the classified 400s; elsewhere they are the generic 500 "OCI interaction
+// failed." (upstream's classification happens only in validation).
+func scenarioError(err error, ref string, validation bool) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var se *scenario.Error
+	detail := err.Error()
+	if errors.As(err, &se) {
+		detail = se.Detail
+		if detail == "" && se.Err != nil {
+			detail = se.Err.Error()
+		}
+	}
+	switch scenario.KindOf(err) {
+	case scenario.KindUnreachable:
+		if validation {
+			return apierr.OCIUnreachable(ref).WithCause(err)
+		}
+	case scenario.KindNotFound:
+		if validation {
+			return apierr.OCIReferenceNotFound(ref).WithCause(err)
+		}
+	case scenario.KindAuth:
+		if validation {
+			return apierr.OCIUnauthorized(ref).WithCause(err)
+		}
+	case scenario.KindMalformedRef:
+		return apierr.OCIReferenceMalformed(ref, detail).WithCause(err)
+	case scenario.KindNotAllowed, scenario.KindTooLarge, scenario.KindUnsafeTitle, scenario.KindSpec:
+		return apierr.ScenarioNonMatching(ref, detail, validation).WithCause(err)
+	case scenario.KindPreprocessing:
+		return apierr.ScenarioPreprocessing("", ref, detail).WithCause(err)
+	case scenario.KindNotPrepared, scenario.KindStore:
+		return apierr.Internal().WithCause(err)
+	}
+	return apierr.OCIInteraction(ref).WithCause(err)
+}
+
+// engineError maps a failed Pulumi operation. Upstream returns the raw Pulumi
+// text (code 2, UNKNOWN); challfn keeps the code but says only what failed and
+// the trace to look at, unless debug is on: engine output can carry paths,
+// program logs and secrets (DESIGN decision 10).
+func engineError(ctx context.Context, err error, what string, debug bool) error {
+	if err == nil {
+		return nil
+	}
+	if e := storeError(err); e != err {
+		return e
+	}
+	msg := what + " failed."
+	if debug {
+		var oe *iac.OpError
+		if errors.As(err, &oe) && oe.Summary != "" {
+			msg = what + " failed: " + oe.Summary
+		} else {
+			msg = what + " failed: " + err.Error()
+		}
+	} else if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		msg = fmt.Sprintf("%s See trace %s.", msg, sc.TraceID())
+	}
+	return apierr.Unknown(msg).WithCause(err)
+}
+
+// storeError maps etcd trouble: an unreachable or leaderless cluster is a
+// 503 (retry later), which the contract lacks but clients handle.
+func storeError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *apierr.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	switch {
+	case errors.Is(err, rpctypes.ErrNoLeader), errors.Is(err, rpctypes.ErrLeaderChanged),
+		errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail),
+		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost), errors.Is(err, rpctypes.ErrGRPCNoLeader):
+		return apierr.Unavailable("The coordination store (etcd) is unavailable, try again later.").WithCause(err)
+	}
+	if s, ok := status.FromError(errors.Unwrap(err)); ok && s.Code() == codes.Unavailable {
+		return apierr.Unavailable("The coordination store (etcd) is unavailable, try again later.").WithCause(err)
+	}
+	if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable {
+		return apierr.Unavailable("The coordination store (etcd) is unavailable, try again later.").WithCause(err)
+	}
+	return err
+}

@@ -1,0 +1,212 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/expiry"
+	"github.com/challfn/challfn/shared/iac"
+	"github.com/challfn/challfn/shared/lock"
+	"github.com/challfn/challfn/shared/pool"
+	"github.com/challfn/challfn/shared/telemetry"
+)
+
+// StackLister lists the stacks of the Pulumi backend (shared/iac); the janitor
+// needs it to find stacks that no record knows.
+type StackLister interface {
+	ListStacks(ctx context.Context) ([]iac.StackRef, error)
+}
+
+// JanitorReport is what one janitor run did.
+type JanitorReport struct {
+	// Skipped: another janitor run held the singleton lock.
+	Skipped bool
+	// Expired instances whose deletion was requested.
+	Expired int
+	// PoolFills and PoolShrinks requested to bring pools to their bounds.
+	PoolFills, PoolShrinks int
+	// Resumed deletions of deleting challenges, and the challenges finished.
+	Resumed, Finished int
+	// Orphans: stacks without record destroyed; Suspects: seen for the first
+	// time, destroyed at a later run if still unknown.
+	Orphans, Suspects int
+	// Failures of individual steps (logged).
+	Failures int
+}
+
+const janitorLock = "janitor"
+
+// DefaultOrphanGrace is how long a stack without record must stay unknown
+// before the janitor destroys it: longer than any create or preview, so a
+// stack being deployed right now is never taken for a leak.
+const DefaultOrphanGrace = 10 * time.Minute
+
+// Janitor runs one sweep (contract §5, redesigned for serverless): it asks for
+// the deletion of every claimed instance whose until has passed (one event
+// each, found through the expiry index), brings every pool to its bounds,
+// resumes interrupted challenge deletions, and destroys stacks no record
+// knows (leaks of crashed creates), after they stayed unknown for a grace
+// period. Only one run works at a time: a concurrent run returns at once with
+// Skipped set.
+func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace time.Duration) (rep JanitorReport, err error) {
+	ctx, span := telemetry.Start(ctx, "janitor.run")
+	defer span.End()
+	defer func() {
+		telemetry.Metrics().RecordJanitorRun(ctx, telemetry.JanitorRun{Deleted: rep.Expired, Failures: rep.Failures, Err: err})
+	}()
+	held, err := m.o.Locks.TryLock(ctx, janitorLock)
+	if errors.Is(err, lock.ErrLocked) {
+		m.log.InfoContext(ctx, "another janitor run is in progress")
+		return JanitorReport{Skipped: true}, nil
+	}
+	if err != nil {
+		return rep, storeError(err)
+	}
+	defer held.Release(ctx)
+	if orphanGrace <= 0 {
+		orphanGrace = DefaultOrphanGrace
+	}
+	now := m.now()
+
+	// 1. Expiry, from the index: no scan of every record.
+	expired, err := m.o.Store.ExpiredInstances(ctx, now)
+	if err != nil {
+		return rep, storeError(err)
+	}
+	var work []workItem
+	for _, in := range expired {
+		work = append(work, deleteWork(in.ChallengeID, in.Identity, "expired"))
+	}
+	rep.Expired = len(expired)
+
+	// 2. Pools and interrupted deletions.
+	views, err := m.o.Store.AllChallenges(ctx)
+	if err != nil {
+		return rep, storeError(err)
+	}
+	for _, v := range views {
+		c := v.Challenge
+		claimed, pooled, err := m.o.Store.Instances(ctx, c.ID)
+		if err != nil {
+			rep.Failures++
+			continue
+		}
+		if c.Deleting {
+			if len(claimed)+len(pooled) == 0 {
+				if err := m.o.Store.DeleteChallenge(ctx, c.ID); err != nil {
+					rep.Failures++
+				} else {
+					rep.Finished++
+				}
+				continue
+			}
+			for _, in := range append(claimed, pooled...) {
+				work = append(work, deleteWork(c.ID, in.Identity, "challenge-delete"))
+			}
+			rep.Resumed++
+			continue
+		}
+		counts, err := m.o.Store.PoolCounts(ctx, c.ID)
+		if err != nil {
+			rep.Failures++
+			continue
+		}
+		if expiry.Expired(now, c.Until) {
+			continue // no pool work for an expired challenge
+		}
+		delta := pool.NewDelta(c.Min, c.Max, counts.Claimed, counts.Pooled+counts.Reserved)
+		for i := int64(0); i < delta.Create; i++ {
+			work = append(work, fillWork(c.ID))
+		}
+		rep.PoolFills += int(delta.Create)
+		for i := 0; i < int(delta.Delete) && i < len(pooled); i++ {
+			work = append(work, deleteWork(c.ID, pooled[len(pooled)-1-i].Identity, "pool-shrink"))
+			rep.PoolShrinks++
+		}
+	}
+	m.dispatchJanitor(ctx, work)
+
+	// 3. Stacks without records.
+	if stacks != nil {
+		if err := m.repairOrphans(ctx, stacks, now, orphanGrace, &rep); err != nil {
+			rep.Failures++
+			m.log.WarnContext(ctx, "orphan repair", "error", err)
+		}
+	}
+	m.log.InfoContext(ctx, "janitor run", "expired", rep.Expired, "pool_fills", rep.PoolFills,
+		"pool_shrinks", rep.PoolShrinks, "orphans", rep.Orphans, "failures", rep.Failures)
+	return rep, nil
+}
+
+// dispatchJanitor sends the janitor's work; without an event sink it runs it
+// here, pool fills included (the janitor has no client waiting).
+func (m *Manager) dispatchJanitor(ctx context.Context, work []workItem) {
+	if m.o.Events != nil {
+		m.dispatch(ctx, work)
+		return
+	}
+	var fills []workItem
+	rest := work[:0:0]
+	for _, w := range work {
+		if w.typ == events.TypePoolFill {
+			fills = append(fills, w)
+		} else {
+			rest = append(rest, w)
+		}
+	}
+	m.dispatch(ctx, rest)
+	for _, f := range fills {
+		if err := m.fillPool(ctx, f.data.(events.PoolFill)); err != nil {
+			m.log.WarnContext(ctx, "pool fill", "error", err)
+		}
+	}
+}
+
+type orphanSuspects map[string]time.Time // "<project>/<identity>" → first seen
+
+func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now time.Time, grace time.Duration, rep *JanitorReport) error {
+	refs, err := stacks.ListStacks(ctx)
+	if err != nil {
+		return err
+	}
+	known, err := m.o.Store.Identities(ctx)
+	if err != nil {
+		return err
+	}
+	prev := orphanSuspects{}
+	if b, err := m.o.Store.GetMeta(ctx, "orphan-suspects"); err != nil {
+		return err
+	} else if b != nil {
+		_ = json.Unmarshal(b, &prev)
+	}
+	next := orphanSuspects{}
+	for _, ref := range refs {
+		if known[ref.Identity] {
+			continue
+		}
+		key := ref.Project + "/" + ref.Identity
+		first, seen := prev[key]
+		if !seen {
+			next[key] = now
+			rep.Suspects++
+			continue
+		}
+		if now.Sub(first) < grace {
+			next[key] = first
+			continue
+		}
+		if err := m.o.Engine.DestroyStack(ctx, ref.Project, ref.Identity); err != nil {
+			rep.Failures++
+			next[key] = first
+			m.log.WarnContext(ctx, "destroying an orphan stack", "project", ref.Project, "identity", ref.Identity, "error", err)
+			continue
+		}
+		rep.Orphans++
+		m.log.InfoContext(ctx, "orphan stack destroyed", "project", ref.Project, "identity", ref.Identity)
+	}
+	b, _ := json.Marshal(next)
+	return m.o.Store.PutMeta(ctx, "orphan-suspects", b)
+}

@@ -1,0 +1,126 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/iac"
+	"github.com/challfn/challfn/shared/telemetry"
+)
+
+// workItem is one unit of asynchronous instance work, as an event.
+type workItem struct {
+	typ  string
+	data any
+}
+
+func fillWork(challengeID string) workItem {
+	return workItem{events.TypePoolFill, events.PoolFill{ChallengeID: challengeID}}
+}
+
+func updateWork(challengeID, identity, digest string, s iac.Strategy, generation int64) workItem {
+	return workItem{events.TypeInstanceUpdate, events.InstanceUpdate{
+		ChallengeID: challengeID, Identity: identity, Digest: digest, Strategy: string(s), Generation: generation,
+	}}
+}
+
+func deleteWork(challengeID, identity, reason string) workItem {
+	return workItem{events.TypeInstanceDelete, events.InstanceDelete{ChallengeID: challengeID, Identity: identity, Reason: reason}}
+}
+
+// inlineParallelism bounds the work run inside a request when no event sink is
+// configured.
+const inlineParallelism = 8
+
+// dispatch hands work to the event sink, one event per item. Without a sink
+// (a single-process setup) updates and deletions run here, in parallel, and
+// dispatch returns when they are done — the request that caused them waits, as
+// upstream does; pool fills are then left to the janitor, because a response
+// must never wait for the pool.
+func (m *Manager) dispatch(ctx context.Context, work []workItem) {
+	if len(work) == 0 {
+		return
+	}
+	if m.o.Events == nil {
+		sem := make(chan struct{}, inlineParallelism)
+		var wg sync.WaitGroup
+		for _, w := range work {
+			if w.typ == events.TypePoolFill {
+				continue
+			}
+			e, err := events.New(ctx, m.o.Source, w.typ, w.data)
+			if err != nil {
+				m.log.ErrorContext(ctx, "building event", "type", w.typ, "error", err)
+				continue
+			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if err := m.HandleEvent(context.WithoutCancel(ctx), e); err != nil {
+					m.log.WarnContext(ctx, "inline work failed", "type", w.typ, "error", err)
+				}
+			}()
+		}
+		wg.Wait()
+		return
+	}
+	for _, w := range work {
+		e, err := events.New(ctx, m.o.Source, w.typ, w.data)
+		if err == nil {
+			err = m.o.Events.Send(ctx, e)
+		}
+		if err != nil {
+			// The janitor reconciles what an event missed (pools, expiries,
+			// deletions of deleting challenges); updates are retried by the
+			// client re-sending its PATCH.
+			m.log.ErrorContext(ctx, "sending event", "type", w.typ, "error", err)
+		}
+	}
+}
+
+// HandleEvent runs one unit of asynchronous work. The error it returns says
+// whether to retry: events.Permanent for events that can never succeed,
+// anything else for transient failures (see events.Result).
+func (m *Manager) HandleEvent(ctx context.Context, e cloudevents.Event) error {
+	e, err := events.Unwrap(e)
+	if err != nil {
+		return err
+	}
+	switch e.Type() {
+	case events.TypePoolFill:
+		var d events.PoolFill
+		if err := events.Decode(e, &d); err != nil {
+			return err
+		}
+		return m.fillPool(telemetry.WithChallenge(ctx, d.ChallengeID), d)
+	case events.TypeInstanceUpdate:
+		var d events.InstanceUpdate
+		if err := events.Decode(e, &d); err != nil {
+			return err
+		}
+		ctx = telemetry.WithIdentity(telemetry.WithChallenge(ctx, d.ChallengeID), d.Identity)
+		return m.updateInstance(ctx, d)
+	case events.TypeInstanceDelete:
+		var d events.InstanceDelete
+		if err := events.Decode(e, &d); err != nil {
+			return err
+		}
+		ctx = telemetry.WithIdentity(telemetry.WithChallenge(ctx, d.ChallengeID), d.Identity)
+		return m.deleteByIdentity(ctx, d)
+	}
+	return events.Permanent(fmt.Errorf("unknown event type %q", e.Type()))
+}
+
+// permanentIfInvalid turns the errors no retry can fix into permanent ones.
+func permanentIfInvalid(err error) error {
+	if errors.Is(err, iac.ErrUnknownStrategy) {
+		return events.Permanent(err)
+	}
+	return err
+}
