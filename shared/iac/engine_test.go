@@ -3,6 +3,7 @@ package iac
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -428,5 +429,213 @@ func main() {
 	wantOutputs(t, outs, "public", "CTF{hidden}")
 	if err := e.Destroy(ctx, p, "5ec5ec5ec5ec5ec5"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNoFilesLeftBehind: operations write only into their own work directories, which
+// they remove, never into the scenario folder nor $PULUMI_HOME/workspaces (where a
+// selected stack would leave a file per work directory).
+func TestNoFilesLeftBehind(t *testing.T) {
+	ctx := context.Background()
+	home, tmp := t.TempDir(), t.TempDir()
+	e, err := New(Config{PulumiBin: pulumiBin, BackendURL: "file://" + t.TempDir(), Passphrase: testPassphrase,
+		TempDir: tmp, Env: []string{"PULUMI_HOME=" + home}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	copyDir(t, filepath.Join(repoRoot, "scenarios", "additional"), dir)
+	p, err := LoadProgram(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := tree(t, dir)
+	id := "1eaf1eaf1eaf1eaf"
+	if _, err := e.Create(ctx, p, id, map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Update(ctx, p, p, UpdateInPlace, id, map[string]string{"k": "w"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Preview(ctx, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if after := tree(t, dir); !slices.Equal(before, after) {
+		t.Fatalf("scenario folder changed:\nbefore %q\nafter  %q", before, after)
+	}
+	// The directory itself may be there (the CLI made it); no file may be.
+	if ws := tree(t, filepath.Join(home, "workspaces")); len(ws) > 1 {
+		t.Fatalf("stack selections left in PULUMI_HOME: %q", ws)
+	}
+	if err := e.Destroy(ctx, p, id); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range entries {
+		if strings.HasPrefix(en.Name(), "challfn-iac-") {
+			t.Fatalf("work directory left: %s", en.Name())
+		}
+	}
+}
+
+// tree lists the files under dir with their size and modification time; nil when dir
+// does not exist.
+func tree(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		out = append(out, fmt.Sprintf("%s %d %s", rel, info.Size(), info.ModTime().Format(time.RFC3339Nano)))
+		return nil
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestPulumiRoot(t *testing.T) {
+	tmp := t.TempDir()
+	inBin := filepath.Join(tmp, "opt", "bin", "pulumi")
+	elsewhere := filepath.Join(tmp, "opt", ".bin", "pulumi")
+	for _, p := range []string{inBin, elsewhere} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := pulumiRoot(inBin, tmp)
+	if err != nil || root != filepath.Join(tmp, "opt") {
+		t.Fatalf("CLI in a bin directory: root %q, %v", root, err)
+	}
+
+	// Elsewhere: a root of links, made once and shared, also by concurrent Engines.
+	var wg sync.WaitGroup
+	roots := make([]string, 4)
+	errs := make([]error, len(roots))
+	for i := range roots {
+		wg.Go(func() { roots[i], errs[i] = pulumiRoot(elsewhere, tmp) })
+	}
+	wg.Wait()
+	for i := range roots {
+		if errs[i] != nil || roots[i] != roots[0] {
+			t.Fatalf("roots %q, errors %v", roots, errs)
+		}
+	}
+	if target, err := os.Readlink(filepath.Join(roots[0], "bin", "pulumi")); err != nil || target != elsewhere {
+		t.Fatalf("link to %q, %v", target, err)
+	}
+	entries, _ := os.ReadDir(tmp)
+	if len(entries) != 2 { // opt and the root: no half-made roots left
+		t.Fatalf("temp dir holds %d entries", len(entries))
+	}
+	// Another CLI gets another root.
+	if other, err := pulumiRoot(elsewhere+"2", tmp); err != nil || other == roots[0] {
+		t.Fatalf("other CLI: root %q, %v", other, err)
+	}
+}
+
+// TestOpTimeoutInterruptsEngine: the per-operation timeout reaches the process through
+// PulumiCommand.Run's context: pulumi is interrupted, cancels the update, and the failed
+// create cleans up after itself.
+func TestOpTimeoutInterruptsEngine(t *testing.T) {
+	e, _ := newTestEngine(t)
+	e.cfg.OpTimeout = 8 * time.Second // far beyond `stack init` and the cleanup's destroy
+	_, err := e.Create(context.Background(), scenario(t, "additional"), "71e071e071e071e0", map[string]string{"sleep": "10m"})
+	var oe *OpError
+	if !errors.As(err, &oe) || oe.Op != "create" || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a create OpError wrapping context.DeadlineExceeded", err)
+	}
+	if errors.Is(err, ErrCleanup) {
+		t.Fatalf("cleanup failed: %v", err)
+	}
+	t.Logf("summary: %s", oe.Summary)
+	if refs := stacks(t, e); len(refs) != 0 {
+		t.Fatalf("interrupted create left stacks: %+v", refs)
+	}
+}
+
+// TestUnusableBackend: every operation reports the CLI's complaint as an *OpError, whether
+// the process ran through a Workspace method or through PulumiCommand.Run.
+func TestUnusableBackend(t *testing.T) {
+	ctx := context.Background()
+	// A file backend under a regular file: no directory can be made there.
+	file := filepath.Join(t.TempDir(), "not-a-directory")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Config{PulumiBin: pulumiBin, BackendURL: "file://" + file + "/state", Passphrase: testPassphrase, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := scenario(t, "additional")
+	for _, tc := range []struct {
+		op  string
+		run func() error
+	}{
+		{"list", func() error { _, err := e.ListStacks(ctx); return err }},
+		{"create", func() error { _, err := e.Create(ctx, p, "0bad0bad0bad0bad", nil); return err }},
+		{"update", func() error {
+			_, _, err := e.Update(ctx, p, p, UpdateInPlace, "0bad0bad0bad0bad", nil)
+			return err
+		}},
+		{"destroy", func() error { return e.Destroy(ctx, p, "0bad0bad0bad0bad") }},
+		{"preview", func() error { return e.Preview(ctx, p, nil) }},
+	} {
+		t.Run(tc.op, func(t *testing.T) {
+			err := tc.run()
+			var oe *OpError
+			if !errors.As(err, &oe) {
+				t.Fatalf("err = %v, want *OpError", err)
+			}
+			if oe.Op != tc.op || !strings.Contains(oe.Summary, "not a directory") || oe.Log == "" || oe.Err == nil {
+				t.Fatalf("OpError = %+v", oe)
+			}
+			// The auto package's error text (exit status, code, stdout) stays in Log.
+			if strings.Contains(oe.Summary, "\n") || strings.Contains(oe.Summary, "code: ") {
+				t.Fatalf("summary %q is not the CLI's one-line complaint", oe.Summary)
+			}
+			t.Logf("summary: %s", oe.Summary)
+		})
+	}
+}
+
+// TestUpdateOfLostStack: an in-place update of a stack the backend does not have deploys
+// it afresh, and destroying it is idempotent.
+func TestUpdateOfLostStack(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newTestEngine(t)
+	p := scenario(t, "additional")
+	id := "10571057105710a7"
+	gotID, outs, err := e.Update(ctx, p, p, UpdateInPlace, id, map[string]string{"k": "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotID != id {
+		t.Fatalf("identity changed to %q", gotID)
+	}
+	wantOutputs(t, outs, id+"?k=v", "CTF{"+id+"}")
+	if !hasStack(t, e, "additional", id) {
+		t.Fatal("stack missing after the update")
+	}
+	for range 2 {
+		if err := e.DestroyStack(ctx, "additional", id); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

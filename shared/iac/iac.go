@@ -1,17 +1,33 @@
-// Package iac drives Pulumi stacks for challenge instances through the Pulumi CLI, the way
-// the Automation API does (sdk/v3/go/auto), but with as few CLI processes as possible:
-// create, update (in place, blue-green, recreate), destroy and preview of a scenario
-// program for one identity.
+// Package iac drives Pulumi stacks for challenge instances with the Pulumi Automation API
+// (sdk/v3/go/auto): create, update (in place, blue-green, recreate), destroy and preview of a
+// scenario program for one identity, with as few CLI processes as the API allows.
 //
 // A stack is `organization/<project>/<identity>`, its config is `<project>:identity` and
 // `<project>:additional` (a JSON object string), and the program sees CM_PROJECT=<project>
 // (DESIGN decision 6, contract §7.2). State lives in the configured backend, so any Engine
 // on the same backend can update or destroy what another created (decision 2).
 //
+// How the Automation API is used. The Engine holds one auto.PulumiCommand
+// (auto.NewPulumiCommand, version check skipped; its `pulumi version` runs once, in New).
+// Every operation makes an auto.LocalWorkspace in a temporary directory of its own
+// (auto.WorkDir, auto.Pulumi, auto.EnvVars): auto.Project writes the program's project
+// there with `main` pointing at the scenario folder, which is never written to, and
+// auto.Stacks the stack settings holding the config, so no `config set` process is needed.
+// Workspace.ListStacks, Workspace.RemoveStack and auto.NewStack (preview's throw-away stack)
+// are used as they are. Stack.Up and Stack.Destroy are not: they run `stack output` twice,
+// `stack history` and `stack rm` after the operation. Their CLI invocations go through the
+// workspace's PulumiCommand().Run with the same arguments instead, the outputs are read
+// from the engine's `--event-log` file (decoded as auto/events EngineEvents), and
+// `stack output --show-secrets` runs only when an output is secret. Processes per
+// operation: create 2 (`stack init`, `up`), update in place 1, destroy 1 (`destroy
+// --remove`), preview 3, list 1.
+//
 // Deployments outlive impatient clients (decision 5): every operation runs detached from
 // the caller's cancellation (context.WithoutCancel) under the Engine's own per-operation
-// timeout. A caller whose context is already done before anything started gets ctx.Err()
-// and nothing happens; once an engine process has started, it runs to its end.
+// timeout, and that detached context is what PulumiCommand.Run gets (it interrupts the
+// process when its context ends). A caller whose context is already done before anything
+// started gets ctx.Err() and nothing happens; once an engine process has started, it runs
+// to its end.
 package iac
 
 import (

@@ -1,6 +1,7 @@
 package iac
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -89,8 +90,12 @@ func TestWorkspaceFiles(t *testing.T) {
 		[]byte("name: p\nruntime:\n  name: go\n  options:\n    binary: ./main\ndescription: d\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e := &Engine{cfg: Config{TempDir: t.TempDir()}}
-	ws, err := e.workspace(Program{Dir: prog, Project: "p"}, "0123", map[string]string{"k": "v: 'x'"})
+	e, err := New(Config{PulumiBin: pulumiBin, BackendURL: "file://" + t.TempDir(), TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ws, err := e.workspace(ctx, Program{Dir: prog, Project: "p"}, "0123", map[string]string{"k": "v: 'x'"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,10 +122,10 @@ func TestWorkspaceFiles(t *testing.T) {
 		t.Fatalf("config = %#v", cfg.Config)
 	}
 
-	if _, err := e.workspace(Program{Dir: prog, Project: "other"}, "id", nil); err == nil {
+	if _, err := e.workspace(ctx, Program{Dir: prog, Project: "other"}, "id", nil); err == nil {
 		t.Fatal("a program whose project differs from Program.Project was accepted")
 	}
-	if _, err := e.workspace(Program{Project: "p"}, "../x", nil); err == nil {
+	if _, err := e.workspace(ctx, Program{Project: "p"}, "../x", nil); err == nil {
 		t.Fatal("an identity with a path separator was accepted")
 	}
 }
