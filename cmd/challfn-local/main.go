@@ -3,8 +3,8 @@
 // registry with the example scenarios pushed, a file:// Pulumi backend, and
 // the three functions behind one address, as clients expect one base URL.
 // Asynchronous work travels between the functions as binary-mode CloudEvents
-// over HTTP (the encoding Knative brokers use), and the janitor is fired on a
-// short schedule the same way.
+// over HTTP (the encoding Knative brokers use) through a small local broker,
+// and the janitor is fired on a short schedule the same way.
 package main
 
 import (
@@ -95,7 +95,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 			"SCENARIO_STORE_URL":       "file://" + filepath.Join(dir, "scenarios"),
 			"CACHE_DIR":                filepath.Join(dir, "cache"),
 			"OCI_INSECURE":             "true",
-			"EVENTS_SINK_URL":          "http://" + addr + instance.EventsPath,
+			"EVENTS_SINK_URL":          "http://" + addr + "/broker",
 			"JANITOR_ORPHAN_GRACE":     "2m",
 		}[k]
 	})
@@ -108,7 +108,11 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 	}
 	defer app.Close()
 
-	mux, err := Mux(ctx, app)
+	// Events go through a local broker, as on Knative: its ingress answers at
+	// once and it delivers to the instance function's /events, retrying.
+	broker := &events.Broker{Target: "http://" + addr + instance.EventsPath, Log: log}
+	defer broker.Close()
+	mux, err := Mux(ctx, app, broker)
 	if err != nil {
 		return err
 	}
@@ -138,7 +142,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 
 // Mux puts the three functions behind one address, routed by path as the
 // Knative HTTPRoute and the Cloud Run URL map do in production.
-func Mux(ctx context.Context, app *bootstrap.App) (http.Handler, error) {
+func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Handler, error) {
 	inst, err := instance.Handler(ctx, app)
 	if err != nil {
 		return nil, err
@@ -159,6 +163,7 @@ func Mux(ctx context.Context, app *bootstrap.App) (http.Handler, error) {
 	mux.Handle(instance.EventsPath, in)
 	mux.Handle(httpx.HealthPath, in)
 	mux.Handle("/janitor", telemetry.Handler(janitor.Name, jan))
+	mux.Handle("/broker", broker)
 	return mux, nil
 }
 
