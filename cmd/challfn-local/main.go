@@ -21,16 +21,12 @@ import (
 	"syscall"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
-
-	"github.com/challfn/challfn/functions/challenge"
 	"github.com/challfn/challfn/functions/instance"
-	"github.com/challfn/challfn/functions/janitor"
+	"github.com/challfn/challfn/internal/allinone"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/events"
-	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/registry"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
@@ -95,7 +91,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 			"SCENARIO_STORE_URL":       "file://" + filepath.Join(dir, "scenarios"),
 			"CACHE_DIR":                filepath.Join(dir, "cache"),
 			"OCI_INSECURE":             "true",
-			"EVENTS_SINK_URL":          "http://" + addr + "/broker",
+			"EVENTS_SINK_URL":          "http://" + addr + allinone.BrokerPath,
 			"JANITOR_ORPHAN_GRACE":     "2m",
 		}[k]
 	})
@@ -112,7 +108,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 	// once and it delivers to the instance function's /events, retrying.
 	broker := &events.Broker{Target: "http://" + addr + instance.EventsPath, Log: log}
 	defer broker.Close()
-	mux, err := Mux(ctx, app, broker)
+	mux, err := allinone.Mux(ctx, app, broker)
 	if err != nil {
 		return err
 	}
@@ -127,7 +123,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	go tickJanitor(ctx, "http://"+addr+"/janitor", janitorEvery, log)
+	go tickJanitor(ctx, "http://"+addr+allinone.JanitorPath, janitorEvery, log)
 
 	fmt.Fprintf(os.Stderr, "\nchallfn is running at http://%s (etcd %s, registry %s, state %s)\n", addr, e.Endpoints()[0], reg.Host(), dir)
 	for _, r := range refs {
@@ -138,33 +134,6 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 		return err
 	}
 	return nil
-}
-
-// Mux puts the three functions behind one address, routed by path as the
-// Knative HTTPRoute and the Cloud Run URL map do in production.
-func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Handler, error) {
-	inst, err := instance.Handler(ctx, app)
-	if err != nil {
-		return nil, err
-	}
-	jan, err := events.HTTPHandler(ctx, telemetry.CloudEvent(func(ctx context.Context, _ cloudevents.Event) error {
-		return janitor.Run(ctx, app)
-	}))
-	if err != nil {
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	chall := telemetry.Handler(challenge.Name, challenge.Handler(app))
-	in := telemetry.Handler(instance.Name, inst)
-	mux.Handle("/api/v1/challenge", chall)
-	mux.Handle("/api/v1/challenge/", chall)
-	mux.Handle("/api/v1/instance", in)
-	mux.Handle("/api/v1/instance/", in)
-	mux.Handle(instance.EventsPath, in)
-	mux.Handle(httpx.HealthPath, in)
-	mux.Handle("/janitor", telemetry.Handler(janitor.Name, jan))
-	mux.Handle("/broker", broker)
-	return mux, nil
 }
 
 // tickJanitor fires the janitor like a Knative PingSource: a binary-mode

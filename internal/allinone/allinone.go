@@ -1,0 +1,52 @@
+// Package allinone serves the three functions behind one address, routed by
+// path as the Knative HTTPRoute and the Cloud Run URL map do in production:
+// what the local run and the end-to-end tests serve.
+package allinone
+
+import (
+	"context"
+	"net/http"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/challfn/challfn/functions/challenge"
+	"github.com/challfn/challfn/functions/instance"
+	"github.com/challfn/challfn/functions/janitor"
+	"github.com/challfn/challfn/shared/bootstrap"
+	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/httpx"
+	"github.com/challfn/challfn/shared/telemetry"
+)
+
+// Paths of the local-only endpoints.
+const (
+	JanitorPath = "/janitor" // the janitor function (a scheduler POSTs CloudEvents here)
+	BrokerPath  = "/broker"  // the broker's ingress (EVENTS_SINK_URL)
+)
+
+// Mux returns the handler of every function with app, and broker at
+// BrokerPath.
+func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Handler, error) {
+	inst, err := instance.Handler(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	jan, err := events.HTTPHandler(ctx, telemetry.CloudEvent(func(ctx context.Context, _ cloudevents.Event) error {
+		return janitor.Run(ctx, app)
+	}))
+	if err != nil {
+		return nil, err
+	}
+	chall := telemetry.Handler(challenge.Name, challenge.Handler(app))
+	in := telemetry.Handler(instance.Name, inst)
+	mux := http.NewServeMux()
+	mux.Handle("/api/v1/challenge", chall)
+	mux.Handle("/api/v1/challenge/", chall)
+	mux.Handle("/api/v1/instance", in)
+	mux.Handle("/api/v1/instance/", in)
+	mux.Handle(instance.EventsPath, in)
+	mux.Handle(httpx.HealthPath, in)
+	mux.Handle(JanitorPath, telemetry.Handler(janitor.Name, jan))
+	mux.Handle(BrokerPath, broker)
+	return mux, nil
+}
