@@ -174,3 +174,15 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("challenge stage: want USER 65532, the Go toolchain and CGO_ENABLED=0:\n%s", c)
 	}
 }
+
+// The README's "Deploy on Knative" and "Deploy on Cloud Run" sections are
+// these guides, verbatim: what is checked here is what users read there.
+func TestReadmeCarriesTheGuides(t *testing.T) {
+	root := repoRoot(t)
+	readme := read(t, root, "README.md")
+	for _, doc := range []string{"docs/deploy-knative.md", "docs/deploy-cloudrun.md"} {
+		if !strings.Contains(readme, strings.TrimSpace(read(t, root, doc))) {
+			t.Errorf("README.md does not contain %s verbatim (paste it again)", doc)
+		}
+	}
+}
