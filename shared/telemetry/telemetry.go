@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/metric"
@@ -355,8 +356,26 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 }
 
 // Start starts a span with challfn's tracer; a convenience for business code.
+// The challenge id and identity recorded in ctx (WithChallenge, WithIdentity)
+// become attributes of the span, so every step of a request can be found by
+// them, not only the span that was current when they were set.
 func Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	return Default().tracer.Start(ctx, name, opts...)
+	ctx, span := Default().tracer.Start(ctx, name, opts...)
+	if span.IsRecording() {
+		setContextAttrs(ctx, span)
+	}
+	return ctx, span
+}
+
+// setContextAttrs copies the ids of ctx onto span (never the source id: it
+// names a player, see EnvLogSourceID).
+func setContextAttrs(ctx context.Context, span trace.Span) {
+	if v := ChallengeFrom(ctx); v != "" {
+		span.SetAttributes(attribute.String(LogChallengeID, v))
+	}
+	if v := IdentityFrom(ctx); v != "" {
+		span.SetAttributes(attribute.String(LogIdentity, v))
+	}
 }
 
 // Metrics returns Default()'s instruments.
