@@ -91,6 +91,9 @@ type Options struct {
 	Dir string
 	// Registry, when set, is used instead of a new registry.
 	Registry *registry.Server
+	// Log, when set, receives every log line of the functions (debug level
+	// and up) instead of stderr at warn level, for tests that inspect logs.
+	Log io.Writer
 }
 
 // Env is a running challfn.
@@ -158,6 +161,9 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	// Not t.Log: the broker and deployments may log after the test ends.
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if o.Log != nil {
+		log = slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	e.App, err = bootstrap.New(ctx, cfg, "test", log)
 	if err != nil {
 		t.Fatal(err)
