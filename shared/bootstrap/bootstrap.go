@@ -16,6 +16,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/etcd"
@@ -51,12 +53,21 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 	if log == nil {
 		log = slog.Default()
 	}
-	cli, err := etcd.Connect(ctx, etcd.Config{Endpoints: cfg.EtcdEndpoints, Username: cfg.EtcdUsername, Password: cfg.EtcdPassword})
+	cli, err := etcd.Connect(ctx, etcd.Config{
+		Endpoints: cfg.EtcdEndpoints, Username: cfg.EtcdUsername, Password: cfg.EtcdPassword,
+		DialOptions: []grpc.DialOption{telemetry.GRPCDialOption("etcd")},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)
 	}
 	a := &App{Config: cfg, Etcd: cli, Log: log}
 	a.Store = store.New(cli, cfg.EtcdPrefix)
+	// The registered counts are read from etcd at collection time by every
+	// function instance (correct after any restart); replaces the previous
+	// registration when an App is built again.
+	if _, err := telemetry.Metrics().ObserveCounts(StoreCounter(a.Store), telemetry.CountsOptions{}); err != nil {
+		log.WarnContext(ctx, "registering the counts gauges", "error", err)
+	}
 	a.Locks = lock.New(cli, lock.Options{Prefix: cfg.EtcdPrefix, TTL: cfg.LockTTL, Hook: lockHook})
 	a.Engine, err = iac.New(iac.Config{
 		PulumiBin:  cfg.PulumiBinary,
@@ -175,4 +186,29 @@ func lockHook(ctx context.Context, name string) (context.Context, func()) {
 			telemetry.Metrics().RecordLockWait(ctx, level, mode, time.Since(start))
 		}
 	}
+}
+
+// StoreCounter reads the counts of the challenges and instances gauges from
+// st: one transaction (AllChallenges) gives every challenge with its claimed
+// and pooled instances at one revision. It runs outside any request's trace:
+// a read at metric collection time is not part of the request being flushed.
+func StoreCounter(st *store.Store) telemetry.Counter {
+	return telemetry.CounterFunc(func(ctx context.Context) (telemetry.Counts, error) {
+		ctx = trace.ContextWithSpan(ctx, trace.SpanFromContext(context.Background()))
+		snaps, err := st.AllChallenges(ctx)
+		if err != nil {
+			return telemetry.Counts{}, err
+		}
+		c := telemetry.Counts{Challenges: int64(len(snaps)), PerChallenge: make([]telemetry.ChallengeCounts, 0, len(snaps))}
+		for _, s := range snaps {
+			c.PerChallenge = append(c.PerChallenge, telemetry.ChallengeCounts{
+				ChallengeID: s.Challenge.ID,
+				Claimed:     int64(len(s.Claimed)),
+				Pooled:      int64(len(s.Pooled)),
+				PoolMin:     s.Challenge.Min,
+				PoolMax:     s.Challenge.Max,
+			})
+		}
+		return c, nil
+	})
 }
