@@ -12,6 +12,7 @@ import (
 	"github.com/challfn/challfn/functions/challenge"
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/functions/janitor"
+	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/httpx"
@@ -48,5 +49,10 @@ func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Han
 	mux.Handle(httpx.HealthPath, in)
 	mux.Handle(JanitorPath, telemetry.Handler(janitor.Name, jan))
 	mux.Handle(BrokerPath, broker)
+	// Any other path is the gateway's JSON 404 (contract §1.1), not
+	// ServeMux's plain-text one: clients parse every error body.
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		apierr.Write(w, apierr.RouteNotFound())
+	}))
 	return mux, nil
 }
