@@ -218,3 +218,209 @@ func TestContractLifecycle(t *testing.T) {
 		t.Errorf("stacks left: %v", s)
 	}
 }
+
+// Every error of contract §2.2 that the REST surface can produce, with its
+// exact body, in the evaluation order of §2.3, over HTTP. Failed calls change
+// no stored data.
+func TestContractErrors(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	u := env.URL
+	ref := env.Scenario(t, "outputs")
+	host := env.Registry.Host()
+
+	mustOK := func(what, method, path, body string) []byte {
+		t.Helper()
+		r := ctDo(t, u, method, path, body)
+		if r.Status != 200 {
+			t.Fatalf("%s: %d %s", what, r.Status, r.Body)
+		}
+		return r.Body
+	}
+	mustOK("challenge e1", "POST", "/api/v1/challenge", `{"id":"e1","scenario":"`+ref+`","timeout":"600s"}`)
+	mustOK("challenge e2", "POST", "/api/v1/challenge", `{"id":"e2","scenario":"`+ref+`"}`)
+	// Two flags (outputs exports flag + flags): no `flag` key, no until.
+	b := mustOK("instance e2/s1", "POST", "/api/v1/instance", `{"challengeId":"e2","sourceId":"s1"}`)
+	in := ctParseInstance(t, b)
+	if _, ok := in.Raw["flag"]; ok || len(in.Flags) != 2 || in.Until != nil {
+		t.Errorf("instance of a challenge without timeout: %s", b)
+	}
+	if _, ok := in.Raw["until"]; ok {
+		t.Errorf("until present (must be omitted): %s", b)
+	}
+	mustOK("instance e1/s1", "POST", "/api/v1/instance", `{"challengeId":"e1","sourceId":"s1"}`)
+
+	type tc struct {
+		name, method, path, body string
+		status                   int
+		want                     string
+	}
+	run := func(cases []tc) {
+		t.Helper()
+		for _, c := range cases {
+			before := ctSnapshot(t, env)
+			r := ctDo(t, u, c.method, c.path, c.body)
+			ctExpect(t, c.name, r, c.status, c.want)
+			if after := ctSnapshot(t, env); !mapsEqual(before, after) {
+				t.Errorf("%s changed stored data:\nbefore %v\nafter  %v", c.name, before, after)
+			}
+		}
+	}
+	mm := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	run([]tc{
+		// CreateChallenge: pooler bounds, then existence (before any registry work).
+		{"create existing, bad bounds", "POST", "/api/v1/challenge", `{"id":"e1","scenario":"` + ref + `","min":-1,"max":-2}`, 400,
+			ctPoolerOOB(mm("min", "-1", "max", "-2"),
+				"min", "MUST_BE_POSITIVE", "Minimum boundary must be a positive integer.",
+				"max", "MUST_BE_POSITIVE", "Maximum boundary must be a positive integer.")},
+		{"create inverted bounds", "POST", "/api/v1/challenge", `{"id":"e9","scenario":"` + ref + `","min":"3","max":2}`, 400,
+			ctPoolerOOB(mm("min", "3", "max", "2"), "min", "INVERTED_BOUNDARIES", "When an upper bound is defined, minimum cannot exceed maximum.")},
+		{"create existing, malformed ref", "POST", "/api/v1/challenge", `{"id":"e1","scenario":"Not A Ref!!"}`, 409, ctChallengeExists("e1")},
+		{"create existing, unreachable registry", "POST", "/api/v1/challenge", `{"id":"e1","scenario":"127.0.0.1:1/x/y:z"}`, 409, ctChallengeExists("e1")},
+		// OCI and scenario validation (create).
+		{"unknown tag", "POST", "/api/v1/challenge", `{"id":"e9","scenario":"` + host + `/scenarios/outputs:nope"}`, 400, ctOCINotFound(host + "/scenarios/outputs:nope")},
+		{"unknown repository", "POST", "/api/v1/challenge", `{"id":"e9","scenario":"` + host + `/scenarios/none:v1"}`, 400, ctOCINotFound(host + "/scenarios/none:v1")},
+		{"unreachable registry", "POST", "/api/v1/challenge", `{"id":"e9","scenario":"127.0.0.1:1/x/y:z"}`, 400, ctOCIUnreachable("127.0.0.1:1/x/y:z")},
+		// RetrieveChallenge, DeleteChallenge.
+		{"retrieve missing challenge", "GET", "/api/v1/challenge/zz", "", 404, ctChallengeNotFound("zz")},
+		{"delete missing challenge", "DELETE", "/api/v1/challenge/zz", "", 404, ctChallengeNotFound("zz")},
+		// UpdateChallenge: mask, then pooler, then existence.
+		{"update missing, bad mask", "PATCH", "/api/v1/challenge/zz", `{"updateMask":"foo,min"}`, 400, ctInvalidMask(`paths:"foo" paths:"min"`)},
+		{"update missing, map sub-path", "PATCH", "/api/v1/challenge/zz", `{"updateMask":"additional.k"}`, 400, ctInvalidMask(`paths:"additional.k"`)},
+		{"update missing, bad bounds", "PATCH", "/api/v1/challenge/zz", `{"updateMask":"min","min":-4,"max":-1}`, 400,
+			ctPoolerOOB(mm("min", "-4"), "min", "MUST_BE_POSITIVE", "Minimum boundary must be a positive integer.")},
+		{"update missing", "PATCH", "/api/v1/challenge/zz", `{"updateMask":"timeout","timeout":"5s"}`, 404, ctChallengeNotFound("zz")},
+		{"update unknown tag", "PATCH", "/api/v1/challenge/e1", `{"updateMask":"scenario","scenario":"` + host + `/scenarios/outputs:nope"}`, 400, ctOCINotFound(host + "/scenarios/outputs:nope")},
+		// CreateInstance: challenge, expiry (below), uniqueness.
+		{"create instance, missing challenge", "POST", "/api/v1/instance", `{"challengeId":"zz","sourceId":"s1"}`, 404, ctChallengeNotFound("zz")},
+		{"create instance twice", "POST", "/api/v1/instance", `{"challengeId":"e1","sourceId":"s1"}`, 409, ctInstanceExists("e1", "s1")},
+		// RetrieveInstance never looks at the challenge.
+		{"retrieve instance, missing challenge", "GET", "/api/v1/instance/zz/s1", "", 404, ctInstanceNotFound("zz", "s1")},
+		{"retrieve missing instance", "GET", "/api/v1/instance/e1/s2", "", 404, ctInstanceNotFound("e1", "s2")},
+		// RenewInstance: challenge, instance, renewal allowed, expiry.
+		{"renew, missing challenge", "PATCH", "/api/v1/instance/zz/s1", `{}`, 404, ctChallengeNotFound("zz")},
+		{"renew missing instance", "PATCH", "/api/v1/instance/e1/s2", `{}`, 404, ctInstanceNotFound("e1", "s2")},
+		{"renew missing instance, no timeout", "PATCH", "/api/v1/instance/e2/s2", `{}`, 404, ctInstanceNotFound("e2", "s2")},
+		{"renew without timeout", "PATCH", "/api/v1/instance/e2/s1", `{}`, 400, ctNoRenewal("e2")},
+		// DeleteInstance: challenge, instance.
+		{"delete instance, missing challenge", "DELETE", "/api/v1/instance/zz/s1", "", 404, ctChallengeNotFound("zz")},
+		{"delete missing instance", "DELETE", "/api/v1/instance/e1/s2", "", 404, ctInstanceNotFound("e1", "s2")},
+		// Gateway answers.
+		{"unknown route", "GET", "/api/v1/nope", "", 404, ctRouteNotFound},
+		{"trailing slash", "GET", "/api/v1/instance/e1/s1/", "", 404, ctRouteNotFound},
+		{"too many segments", "GET", "/api/v1/challenge/e1/x", "", 404, ctRouteNotFound},
+		{"escaped slash", "GET", "/api/v1/challenge/e%2F1", "", 404, ctRouteNotFound},
+		{"one instance segment", "DELETE", "/api/v1/instance/e1", "", 404, ctRouteNotFound},
+		{"PUT collection", "PUT", "/api/v1/challenge", `{}`, 501, ctMethodNotAllowed},
+		{"DELETE collection", "DELETE", "/api/v1/instance", "", 501, ctMethodNotAllowed},
+		{"POST item", "POST", "/api/v1/challenge/e1", `{}`, 501, ctMethodNotAllowed},
+		{"PUT instance", "PUT", "/api/v1/instance/e1/s1", `{}`, 501, ctMethodNotAllowed},
+	})
+
+	// Errors whose description is the underlying parser or engine text: the
+	// text varies, the rest is exact.
+	for _, c := range []struct{ name, method, path, body, ref string }{
+		{"malformed ref", "POST", "/api/v1/challenge", `{"id":"e9","scenario":"Not A Ref!!"}`, "Not A Ref!!"},
+		{"empty ref", "POST", "/api/v1/challenge", `{"id":"e9"}`, ""},
+	} {
+		before := ctSnapshot(t, env)
+		r := ctDo(t, u, c.method, c.path, c.body)
+		m := ctErrShape(t, c.name, r)
+		desc := ""
+		if ds, _ := m["details"].([]any); len(ds) > 1 {
+			desc, _ = ds[1].(map[string]any)["description"].(string)
+		}
+		if desc == "" {
+			t.Errorf("%s: no parser text in %s", c.name, r.Body)
+		}
+		ctExpect(t, c.name, r, 400, ctOCIMalformed(c.ref, desc))
+		if !mapsEqual(before, ctSnapshot(t, env)) {
+			t.Errorf("%s changed stored data", c.name)
+		}
+	}
+	failing := env.Scenario(t, "failing")
+	for _, c := range []struct{ name, method, path, body string }{
+		{"failing preview on create", "POST", "/api/v1/challenge", `{"id":"e9","scenario":"` + failing + `"}`},
+		{"failing preview on update", "PATCH", "/api/v1/challenge/e1", `{"scenario":"` + failing + `","updateMask":"scenario"}`},
+	} {
+		before := ctSnapshot(t, env)
+		r := ctDo(t, u, c.method, c.path, c.body)
+		m := ctErrShape(t, c.name, r)
+		ds, _ := m["details"].([]any)
+		desc := ""
+		if len(ds) == 4 {
+			fv, _ := ds[3].(map[string]any)["fieldViolations"].([]any)
+			if len(fv) == 1 {
+				desc, _ = fv[0].(map[string]any)["description"].(string)
+			}
+		}
+		if desc == "" {
+			t.Errorf("%s: no validation text in %s", c.name, r.Body)
+		}
+		ctExpect(t, c.name, r, 400, ctScenarioNonMatching(failing, desc))
+		if !mapsEqual(before, ctSnapshot(t, env)) {
+			t.Errorf("%s changed stored data", c.name)
+		}
+	}
+
+	// An unknown strategy number is a 400 (upstream panicked), nothing applied.
+	before := ctSnapshot(t, env)
+	r := ctDo(t, u, "PATCH", "/api/v1/challenge/e1", `{"updateStrategy":7,"additional":{"x":"y"},"updateMask":"additional"}`)
+	if r.Status != 400 || ctReason(ctErrShape(t, "unknown strategy", r)) != "INVALID_ARGUMENT" {
+		t.Errorf("unknown strategy: %d %s", r.Status, r.Body)
+	}
+	if !mapsEqual(before, ctSnapshot(t, env)) {
+		t.Errorf("unknown strategy changed stored data")
+	}
+
+	// Expiry: a challenge whose until passed refuses instances (even for a
+	// source that has one: expiry is checked first), still serves retrieves,
+	// and renewals are refused as the instance's until passed too.
+	mustOK("expire e1", "PATCH", "/api/v1/challenge/e1", `{"until":"2001-02-03T04:05:06Z","updateMask":"until"}`)
+	// An instance that expired through its own timeout.
+	mustOK("timeout e2", "PATCH", "/api/v1/challenge/e2", `{"timeout":"1s","updateMask":"timeout"}`)
+	time.Sleep(1100 * time.Millisecond)
+	run([]tc{
+		{"create on expired challenge", "POST", "/api/v1/instance", `{"challengeId":"e1","sourceId":"s2"}`, 400, ctChallengeExpired("e1")},
+		{"create existing on expired challenge", "POST", "/api/v1/instance", `{"challengeId":"e1","sourceId":"s1"}`, 400, ctChallengeExpired("e1")},
+		{"renew after challenge until", "PATCH", "/api/v1/instance/e1/s1", `{}`, 400, ctInstanceExpired("e1", "s1")},
+		{"renew expired instance", "PATCH", "/api/v1/instance/e2/s1", `{}`, 400, ctInstanceExpired("e2", "s1")},
+	})
+	r = ctDo(t, u, "GET", "/api/v1/instance/e1/s1", "")
+	if r.Status != 200 {
+		t.Errorf("retrieve of an expired instance: %d %s", r.Status, r.Body)
+	} else if got := ctParseInstance(t, r.Body); got.Until == nil || ctWire(*got.Until) != "2001-02-03T04:05:06Z" {
+		t.Errorf("expired instance until: %s", r.Body)
+	}
+
+	// Health.
+	r = ctDo(t, u, "GET", "/healthcheck", "")
+	if h := ctObj(t, r.Body); r.Status != 200 || h["status"] != "OK" {
+		t.Errorf("healthcheck: %d %s", r.Status, r.Body)
+	}
+
+	for _, id := range []string{"e1", "e2"} {
+		ctExpect(t, "delete "+id, ctDo(t, u, "DELETE", "/api/v1/challenge/"+id, ""), 200, `{}`)
+	}
+	env.Broker.Wait()
+	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
+		t.Errorf("left: keys %v stacks %v", k, s)
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
