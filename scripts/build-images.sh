@@ -74,7 +74,8 @@ for fn in "${functions[@]}"; do
 done
 
 # A function main must start and answer on loopback. Only what needs no
-# external service is exercised: /healthcheck for the HTTP functions, a
+# external service is exercised: /healthcheck for the HTTP functions (503 with
+# the reason, as etcd is unreachable: a cold start without etcd must say so), a
 # malformed request (400, not a crash) for the janitor.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 smoke_fn() {
@@ -100,8 +101,8 @@ smoke_fn() {
 	echo "smoke: challfn-$fn answers $path with $code" >&2
 }
 mkdir -p "$stage/home" "$stage/state" "$stage/scenarios"
-[[ -x "$stage/bin/challfn-challenge" ]] && smoke_fn challenge /healthcheck 200
-[[ -x "$stage/bin/challfn-instance" ]] && smoke_fn instance /healthcheck 200
+[[ -x "$stage/bin/challfn-challenge" ]] && smoke_fn challenge /healthcheck 503
+[[ -x "$stage/bin/challfn-instance" ]] && smoke_fn instance /healthcheck 503
 [[ -x "$stage/bin/challfn-janitor" ]] && smoke_fn janitor / 400
 echo "binaries built and smoke-tested in $stage (${built[*]:-none of the cmd/ mains exist yet} + pulumi)" >&2
 $binaries_only && exit 0

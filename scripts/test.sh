@@ -21,6 +21,9 @@ go vet ./...
 echo "== go test (main module)"
 go test -count=1 -timeout 45m "$@" ./...
 
+echo "== function binaries as the images hold them (built and smoke-tested)"
+scripts/build-images.sh --binaries-only
+
 # Separate modules (kept apart so the functions' go.mod does not inherit them).
 for mod in tools/validate providers/challfn-local; do
   if [[ -f $mod/go.mod ]]; then

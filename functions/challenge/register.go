@@ -7,7 +7,6 @@ import (
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 
-	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/telemetry"
@@ -31,7 +30,7 @@ var (
 func serve(w http.ResponseWriter, r *http.Request) {
 	a, err := app.Get(r.Context())
 	if err != nil {
-		apierr.Write(w, apierr.Unavailable("challfn is not ready: "+err.Error()))
+		bootstrap.Unready("challfn-"+Name, err).ServeHTTP(w, r)
 		return
 	}
 	once.Lock()

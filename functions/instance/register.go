@@ -38,7 +38,7 @@ var (
 func serve(w http.ResponseWriter, r *http.Request) {
 	a, err := app.Get(r.Context())
 	if err != nil {
-		apierr.Write(w, apierr.Unavailable("challfn is not ready: "+err.Error()))
+		bootstrap.Unready("challfn-"+Name, err).ServeHTTP(w, r)
 		return
 	}
 	mu.Lock()

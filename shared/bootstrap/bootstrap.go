@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/events"
@@ -186,6 +187,23 @@ func lockHook(ctx context.Context, name string) (context.Context, func()) {
 			telemetry.Metrics().RecordLockWait(ctx, level, mode, time.Since(start))
 		}
 	}
+}
+
+// Unready answers while the dependencies cannot be built (etcd unreachable
+// at cold start, bad configuration): the health endpoint says why in its
+// usual shape (503), everything else is a 503 in the contract's shape.
+func Unready(component string, err error) http.Handler {
+	health := httpx.Health(component, version.Version, httpx.Check{
+		Name:  "startup",
+		Probe: func(context.Context) error { return err },
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == httpx.HealthPath {
+			health.ServeHTTP(w, r)
+			return
+		}
+		apierr.Write(w, apierr.Unavailable("challfn is not ready: "+err.Error()))
+	})
 }
 
 // StoreCounter reads the counts of the challenges and instances gauges from
