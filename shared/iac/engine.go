@@ -258,8 +258,10 @@ func (e *Engine) destroyStack(ctx context.Context, project, identity string) err
 	return e.destroy(ctx, ws)
 }
 
-func (e *Engine) destroy(ctx context.Context, ws *opWorkspace) error {
-	r := ws.run(ctx, slices.Concat(destroyArgs, []string{"--stack", ws.stack})...)
+func (e *Engine) destroy(ctx context.Context, ws *opWorkspace) (err error) {
+	ctx, span := ws.startOp(ctx, "destroy")
+	defer func() { endOp(span, ws.eventLog(), err) }()
+	r := ws.run(ctx, slices.Concat(destroyArgs, []string{"--stack", ws.stack, "--event-log", ws.eventLog()})...)
 	if r.err != nil {
 		if stackMissing.MatchString(r.stderr) {
 			return nil
@@ -294,11 +296,13 @@ func (e *Engine) Preview(ctx context.Context, p Program, additional map[string]s
 	// a gRPC server whose channels are never closed when the CLI fails before connecting,
 	// and the error diagnostics are wanted precisely when it fails. The event log file is
 	// read once the process has ended instead.
-	r := ws.run(ctx, slices.Concat(previewArgs, []string{"--stack", stack.Name(), "--event-log", ws.eventLog()})...)
+	pctx, span := ws.startOp(ctx, "preview")
+	r := ws.run(pctx, slices.Concat(previewArgs, []string{"--stack", stack.Name(), "--event-log", ws.eventLog()})...)
 	var perr error
 	if r.err != nil {
 		perr = r.opErrorWithEvents("preview", ws.stack, ws.eventLog())
 	}
+	endOp(span, ws.eventLog(), perr)
 	rctx, cancel := ws.withTimeout(ctx)
 	defer cancel()
 	if err := ws.ws.RemoveStack(rctx, stack.Name(), optremove.Force()); err != nil && perr == nil {
@@ -340,7 +344,9 @@ func (e *Engine) ListStacks(ctx context.Context) ([]StackRef, error) {
 
 // up runs `pulumi up` and reads the outputs from its event log, so that no further CLI
 // process is needed unless an output is secret.
-func (ws *opWorkspace) up(ctx context.Context, op string) (Outputs, error) {
+func (ws *opWorkspace) up(ctx context.Context, op string) (_ Outputs, err error) {
+	ctx, span := ws.startOp(ctx, "up")
+	defer func() { endOp(span, ws.eventLog(), err) }()
 	r := ws.run(ctx, slices.Concat(upArgs, []string{"--stack", ws.stack, "--event-log", ws.eventLog()})...)
 	if r.err != nil {
 		return Outputs{}, r.opErrorWithEvents(op, ws.stack, ws.eventLog())
