@@ -183,6 +183,7 @@ func (m *Manager) Get(ctx context.Context, dg string) (*Scenario, error) {
 		return nil, record(span, newErr(KindMalformedRef, dg, "not a sha256 digest", err))
 	}
 	if p, ok := m.cached(dg); ok {
+		span.SetAttributes(cacheHit(CacheMemory))
 		return &Scenario{Digest: dg, Program: p}, nil
 	}
 	unlock, err := m.locks.lock(ctx, dg)
@@ -191,10 +192,13 @@ func (m *Manager) Get(ctx context.Context, dg string) (*Scenario, error) {
 	}
 	defer unlock()
 	if p, ok := m.cached(dg); ok {
+		span.SetAttributes(cacheHit(CacheMemory))
 		return &Scenario{Digest: dg, Program: p}, nil
 	}
 	p, err := m.loadLocal(d)
+	span.SetAttributes(cacheHit(CacheLocal))
 	if errors.Is(err, fs.ErrNotExist) {
+		span.SetAttributes(cacheHit(CacheStore))
 		p, err = m.download(ctx, dg, d)
 	}
 	if err != nil {
@@ -207,7 +211,9 @@ func (m *Manager) Get(ctx context.Context, dg string) (*Scenario, error) {
 // digest's in-process lock so concurrent callers do the work once.
 func (m *Manager) prepare(ctx context.Context, ref string, repo *remote.Repository, desc ocispec.Descriptor) (iac.Program, error) {
 	dg := desc.Digest.String()
+	span := trace.SpanFromContext(ctx)
 	if p, ok := m.cached(dg); ok {
+		span.SetAttributes(cacheHit(CacheMemory))
 		return p, nil
 	}
 	unlock, err := m.locks.lock(ctx, dg)
@@ -216,6 +222,7 @@ func (m *Manager) prepare(ctx context.Context, ref string, repo *remote.Reposito
 	}
 	defer unlock()
 	if p, ok := m.cached(dg); ok {
+		span.SetAttributes(cacheHit(CacheMemory))
 		return p, nil
 	}
 	key := storeKey(desc.Digest)
@@ -225,10 +232,13 @@ func (m *Manager) prepare(ctx context.Context, ref string, repo *remote.Reposito
 	}
 	if inStore {
 		if p, err := m.loadLocal(desc.Digest); err == nil {
+			span.SetAttributes(cacheHit(CacheLocal))
 			return p, nil
 		}
+		span.SetAttributes(cacheHit(CacheStore))
 		return m.download(ctx, ref, desc.Digest)
 	}
+	span.SetAttributes(cacheHit(CacheMiss))
 
 	// First registration of this digest on this store: pull, verify and
 	// compile in a temporary folder, publish to the store, then to the cache.
@@ -408,6 +418,17 @@ func prepareFileStore(raw string) (string, error) {
 func storeKey(d digest.Digest) string {
 	return storePrefix + d.Encoded() + ".tar.gz"
 }
+
+// Where a prepared scenario came from, attribute "scenario.cache" of the
+// scenario.get and scenario.register spans: a miss means pull and compile.
+const (
+	CacheMemory = "memory" // already loaded by this function instance
+	CacheLocal  = "local"  // the local cache folder (a warm instance)
+	CacheStore  = "store"  // downloaded from the scenario store (compiled by another instance)
+	CacheMiss   = "miss"   // pulled from the registry and compiled here
+)
+
+func cacheHit(where string) attribute.KeyValue { return attribute.String("scenario.cache", where) }
 
 // record marks the span failed and returns err unchanged.
 func record(span trace.Span, err error) error {
