@@ -1,9 +1,9 @@
 package challenge
 
 import (
+	"context"
 	"net/http"
 	"os"
-	"sync"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 
@@ -16,30 +16,17 @@ import (
 const Name = "challenge"
 
 func init() {
-	functions.HTTP(Name, telemetry.HandlerFunc(Name, serve))
+	functions.HTTP(Name, telemetry.HandlerFunc(Name, app.ServeHTTP))
 }
 
-var (
-	app     = &bootstrap.Lazy{New: bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr))}
-	handler http.Handler
-	once    sync.Mutex
-)
-
-// serve builds the function's dependencies on the first request (a cold
+// app builds the function's dependencies on the first request (a cold
 // start), then serves with them.
-func serve(w http.ResponseWriter, r *http.Request) {
-	a, err := app.Get(r.Context())
-	if err != nil {
-		bootstrap.Unready("challfn-"+Name, err).ServeHTTP(w, r)
-		return
-	}
-	once.Lock()
-	if handler == nil {
-		handler = Handler(a)
-	}
-	h := handler
-	once.Unlock()
-	h.ServeHTTP(w, r)
+var app = &bootstrap.Lazy{
+	New:       bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr)),
+	Component: "challfn-" + Name,
+	Handler: func(_ context.Context, a *bootstrap.App) (http.Handler, error) {
+		return Handler(a), nil
+	},
 }
 
 // Handler serves the challenge function's routes and health endpoint with a.

@@ -4,12 +4,10 @@ import (
 	"context"
 	"net/http"
 	"os"
-	"sync"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
-	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/httpx"
@@ -25,33 +23,16 @@ const (
 )
 
 func init() {
-	functions.HTTP(Name, telemetry.HandlerFunc(Name, serve))
+	functions.HTTP(Name, telemetry.HandlerFunc(Name, app.ServeHTTP))
 	functions.CloudEvent(EventsName, telemetry.CloudEvent(handleEvent))
 }
 
-var (
-	app     = &bootstrap.Lazy{New: bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr))}
-	handler http.Handler
-	mu      sync.Mutex
-)
-
-func serve(w http.ResponseWriter, r *http.Request) {
-	a, err := app.Get(r.Context())
-	if err != nil {
-		bootstrap.Unready("challfn-"+Name, err).ServeHTTP(w, r)
-		return
-	}
-	mu.Lock()
-	if handler == nil {
-		handler, err = Handler(context.Background(), a)
-	}
-	h := handler
-	mu.Unlock()
-	if err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	h.ServeHTTP(w, r)
+// app builds the function's dependencies on the first request or event (a
+// cold start), then serves with them.
+var app = &bootstrap.Lazy{
+	New:       bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr)),
+	Component: "challfn-" + Name,
+	Handler:   Handler,
 }
 
 func handleEvent(ctx context.Context, e cloudevents.Event) error {

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -98,7 +100,14 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 	}
 	var sender manager.Sender
 	if cfg.EventsSinkURL != "" {
-		s, err := events.NewSender(cfg.EventsSinkURL, &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport)})
+		client := &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport)}
+		if len(cfg.APITokens) > 0 && loopback(cfg.EventsSinkURL) {
+			// A loopback sink is challfn's own all-in-one broker (local run,
+			// tests), which the API tokens protect like any other route. A
+			// remote broker never receives an API token.
+			client.Transport = httpx.BearerTransport(cfg.APITokens[0], client.Transport)
+		}
+		s, err := events.NewSender(cfg.EventsSinkURL, client)
 		if err != nil {
 			a.Close()
 			return nil, err
@@ -116,6 +125,20 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		Log:       log,
 	})
 	return a, nil
+}
+
+// loopback reports whether rawURL's host is a loopback address or localhost.
+func loopback(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	if h := u.Hostname(); h == "localhost" {
+		return true
+	} else if ip := net.ParseIP(h); ip != nil {
+		return ip.IsLoopback()
+	}
+	return false
 }
 
 // Close releases the connections.
@@ -141,18 +164,30 @@ func (a *App) Health(component string) http.Handler {
 	})
 }
 
-// Lazy builds an App on first use and keeps it; a failed build is retried
-// at the next call (etcd may come up after the function).
+// Lazy builds a function's App and handler on first use (a cold start) and
+// keeps them; a failed build is retried at the next call (etcd may come up
+// after the function). Until it succeeds, requests get Unready's answers.
 type Lazy struct {
-	mu  sync.Mutex
-	app *App
+	// New builds the App.
 	New func(ctx context.Context) (*App, error)
+	// Handler builds the function's HTTP handler from the App (optional).
+	Handler func(ctx context.Context, a *App) (http.Handler, error)
+	// Component names the function in health answers.
+	Component string
+
+	mu      sync.Mutex
+	app     *App
+	handler http.Handler
 }
 
 // Get returns the App, building it if needed.
 func (l *Lazy) Get(ctx context.Context) (*App, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.get(ctx)
+}
+
+func (l *Lazy) get(ctx context.Context) (*App, error) {
 	if l.app != nil {
 		return l.app, nil
 	}
@@ -162,6 +197,35 @@ func (l *Lazy) Get(ctx context.Context) (*App, error) {
 	}
 	l.app = app
 	return app, nil
+}
+
+// ServeHTTP serves with the handler built by Handler.
+func (l *Lazy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, err := l.getHandler(r.Context())
+	if err != nil {
+		Unready(l.Component, err).ServeHTTP(w, r)
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+func (l *Lazy) getHandler(ctx context.Context) (http.Handler, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.handler != nil {
+		return l.handler, nil
+	}
+	a, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// The handler lives as long as the process: not tied to this request.
+	h, err := l.Handler(context.WithoutCancel(ctx), a)
+	if err != nil {
+		return nil, err
+	}
+	l.handler = h
+	return h, nil
 }
 
 // FromEnv is the usual Lazy.New: configuration from the environment.
