@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/challfn/challfn/shared/api"
 	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/events"
@@ -64,9 +66,15 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	until := expiry.Until(now, c.Until, c.Timeout)
 
 	// Pool path.
-	claim, err := m.o.Store.ClaimPooled(ctx, cid, sid, func(in *store.Instance) {
+	cctx, claimSpan := telemetry.Start(ctx, "pool.claim")
+	claim, err := m.o.Store.ClaimPooled(cctx, cid, sid, func(in *store.Instance) {
 		in.LastRenew, in.Until, in.Additional = now, until, req.Additional
 	}, held.Fence()...)
+	claimSpan.SetAttributes(attribute.Bool("pool.hit", err == nil))
+	if err == nil {
+		claimSpan.SetAttributes(attribute.String(telemetry.LogIdentity, claim.Instance.Identity))
+	}
+	claimSpan.End()
 	switch {
 	case errors.Is(err, store.ErrExists):
 		return nil, apierr.InstanceAlreadyExists(cid, sid)
@@ -110,7 +118,7 @@ func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID s
 	if err != nil {
 		return nil, scenarioError(err, c.Scenario, false)
 	}
-	outs, err := m.o.Engine.Create(ctx, sc.Program, id, merge(c.Additional, additional))
+	outs, err := m.engineCreate(ctx, deployOp(sourceID), sc.Program, id, merge(c.Additional, additional))
 	if err != nil {
 		return nil, engineError(ctx, err, "Deployment of the instance", m.o.Debug)
 	}
@@ -130,7 +138,7 @@ func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID s
 		Generation:     c.Generation,
 	}
 	if err := m.o.Store.CommitInstance(ctx, in, held.Fence()...); err != nil {
-		if derr := m.o.Engine.DestroyStack(context.WithoutCancel(ctx), in.Project, id); derr != nil {
+		if derr := m.engineDestroy(context.WithoutCancel(ctx), opRollback, in.Project, id); derr != nil {
 			m.log.ErrorContext(ctx, "destroying an instance whose record could not be saved; the janitor will retry", "error", derr)
 		}
 		return nil, storeError(fmt.Errorf("saving instance: %w", err))
@@ -152,7 +160,7 @@ func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, in *s
 	sc, err := m.o.Scenarios.Get(ctx, in.Digest)
 	if err == nil {
 		var outs iac.Outputs
-		_, outs, err = m.o.Engine.Update(ctx, sc.Program, sc.Program, iac.UpdateInPlace, in.Identity, merge(c.Additional, in.Additional))
+		_, outs, err = m.engineUpdate(ctx, opUpdate, sc.Program, sc.Program, iac.UpdateInPlace, in.Identity, merge(c.Additional, in.Additional))
 		if err == nil {
 			in.ConnectionInfo, in.Flags = outs.ConnectionInfo, outs.Flags
 			if err = m.o.Store.PutInstance(ctx, in, held.Fence()...); err == nil {
@@ -165,7 +173,7 @@ func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, in *s
 	} else {
 		err = scenarioError(err, c.Scenario, false)
 	}
-	if derr := m.destroy(ctx, in, held); derr != nil {
+	if derr := m.destroy(ctx, opRollback, in, held); derr != nil {
 		m.log.ErrorContext(ctx, "destroying a claimed instance whose update failed", "error", derr)
 	}
 	return nil, err
@@ -303,7 +311,7 @@ func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID stri
 		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
 	}
 	ctx = telemetry.WithIdentity(ctx, in.Identity)
-	if err := m.destroy(ctx, in, held); err != nil {
+	if err := m.destroy(ctx, opDelete, in, held); err != nil {
 		return err
 	}
 	m.log.InfoContext(ctx, "instance deleted")
@@ -317,8 +325,8 @@ func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID stri
 // (never from the challenge's current scenario, which may have changed) and
 // removes its record. On failure the record stays, marked, so the deletion
 // can be retried (by the client, the broker or the janitor).
-func (m *Manager) destroy(ctx context.Context, in *store.Instance, held *lock.Held) error {
-	if err := m.o.Engine.DestroyStack(ctx, in.Project, in.Identity); err != nil {
+func (m *Manager) destroy(ctx context.Context, op string, in *store.Instance, held *lock.Held) error {
+	if err := m.engineDestroy(ctx, op, in.Project, in.Identity); err != nil {
 		in.DeleteFailed, in.LastError = true, errorSummary(err)
 		if perr := m.o.Store.PutInstance(context.WithoutCancel(ctx), in, held.Fence()...); perr != nil {
 			m.log.WarnContext(ctx, "recording a failed deletion", "error", perr)
@@ -437,7 +445,7 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 		return fail(err)
 	}
 	strategy := iac.Strategy(d.Strategy)
-	newID, outs, err := m.o.Engine.Update(ctx, oldSc.Program, newSc.Program, strategy, in.Identity, merge(c.Additional, in.Additional))
+	newID, outs, err := m.engineUpdate(ctx, opUpdate, oldSc.Program, newSc.Program, strategy, in.Identity, merge(c.Additional, in.Additional))
 	if err != nil && !errors.Is(err, iac.ErrOldNotDestroyed) {
 		return permanentIfInvalid(fail(err))
 	}
@@ -448,7 +456,7 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 	updated.FailedGeneration, updated.LastError = 0, ""
 	if err := m.o.Store.ReplaceInstance(ctx, in, &updated, held.Fence()...); err != nil {
 		if newID != in.Identity {
-			_ = m.o.Engine.DestroyStack(context.WithoutCancel(ctx), newSc.Program.Project, newID)
+			_ = m.engineDestroy(context.WithoutCancel(ctx), opRollback, newSc.Program.Project, newID)
 		}
 		return err
 	}
@@ -484,5 +492,5 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 	if err := held.ReleaseChallenge(ctx); err != nil {
 		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
 	}
-	return m.destroy(ctx, in, held)
+	return m.destroy(ctx, destroyOp(d.Reason), in, held)
 }

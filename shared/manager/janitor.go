@@ -198,7 +198,7 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now tim
 			next[key] = first
 			continue
 		}
-		if err := m.o.Engine.DestroyStack(ctx, ref.Project, ref.Identity); err != nil {
+		if err := m.destroyOrphan(ctx, ref); err != nil {
 			rep.Failures++
 			next[key] = first
 			m.log.WarnContext(ctx, "destroying an orphan stack", "project", ref.Project, "identity", ref.Identity, "error", err)
@@ -209,4 +209,14 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now tim
 	}
 	b, _ := json.Marshal(next)
 	return m.o.Store.PutMeta(ctx, "orphan-suspects", b)
+}
+
+// destroyOrphan destroys a stack no record knows, in a span of its own.
+func (m *Manager) destroyOrphan(ctx context.Context, ref iac.StackRef) error {
+	ctx, span := telemetry.Start(ctx, "janitor.orphan.destroy")
+	defer span.End()
+	ctx = telemetry.WithIdentity(ctx, ref.Identity)
+	err := m.engineDestroy(ctx, opOrphan, ref.Project, ref.Identity)
+	telemetry.RecordError(ctx, err)
+	return err
 }
