@@ -214,7 +214,20 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	for _, in := range claimed {
 		in.Until = until
 	}
-	if err := m.o.Store.UpdateChallenge(ctx, c, claimed, held.Fence()...); err != nil {
+	// A retry (the same PATCH again) forgets the failures recorded at this
+	// generation: the wait below must report this attempt's, not the last.
+	written := slices.Clone(claimed)
+	for _, in := range pooled {
+		if in.Generation < c.Generation && in.FailedGeneration >= c.Generation {
+			written = append(written, in)
+		}
+	}
+	for _, in := range written {
+		if in.Generation < c.Generation && in.FailedGeneration >= c.Generation {
+			in.FailedGeneration, in.LastError = 0, ""
+		}
+	}
+	if err := m.o.Store.UpdateChallenge(ctx, c, written, held.Fence()...); err != nil {
 		return nil, storeError(err)
 	}
 
