@@ -106,7 +106,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 
 	// Events go through a local broker, as on Knative: its ingress answers at
 	// once and it delivers to the instance function's /events, retrying.
-	broker := &events.Broker{Target: "http://" + addr + instance.EventsPath, Log: log}
+	broker := &events.Broker{Target: "http://" + addr + instance.EventsPath, Log: log, Client: allinone.Client(app)}
 	defer broker.Close()
 	mux, err := allinone.Mux(ctx, app, broker)
 	if err != nil {
@@ -123,7 +123,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	go tickJanitor(ctx, "http://"+addr+allinone.JanitorPath, janitorEvery, log)
+	go tickJanitor(ctx, "http://"+addr+allinone.JanitorPath, allinone.Client(app), janitorEvery, log)
 
 	fmt.Fprintf(os.Stderr, "\nchallfn is running at http://%s (etcd %s, registry %s, state %s)\n", addr, e.Endpoints()[0], reg.Host(), dir)
 	for _, r := range refs {
@@ -138,8 +138,8 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 
 // tickJanitor fires the janitor like a Knative PingSource: a binary-mode
 // CloudEvent POSTed on a schedule.
-func tickJanitor(ctx context.Context, target string, every time.Duration, log *slog.Logger) {
-	sender, err := events.NewSender(target, nil)
+func tickJanitor(ctx context.Context, target string, client *http.Client, every time.Duration, log *slog.Logger) {
+	sender, err := events.NewSender(target, client)
 	if err != nil {
 		log.Error("janitor ticker", "error", err)
 		return

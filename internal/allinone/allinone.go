@@ -47,12 +47,26 @@ func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Han
 	mux.Handle("/api/v1/instance/", in)
 	mux.Handle(instance.EventsPath, in)
 	mux.Handle(httpx.HealthPath, in)
-	mux.Handle(JanitorPath, telemetry.Handler(janitor.Name, jan))
-	mux.Handle(BrokerPath, broker)
+	// The janitor and the broker's ingress stand for private services in
+	// production; behind one public address they need the token like every
+	// other route (an open ingress would let anyone inject work events).
+	mux.Handle(JanitorPath, httpx.RequireToken(app.Config.APITokens, telemetry.Handler(janitor.Name, jan)))
+	mux.Handle(BrokerPath, httpx.RequireToken(app.Config.APITokens, broker))
 	// Any other path is the gateway's JSON 404 (contract §1.1), not
 	// ServeMux's plain-text one: clients parse every error body.
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		apierr.Write(w, apierr.RouteNotFound())
 	}))
 	return mux, nil
+}
+
+// Client is the HTTP client for calls into the functions served by Mux (the
+// broker's deliveries, a scheduler's ticks): it carries the first API token
+// when tokens are configured.
+func Client(app *bootstrap.App) *http.Client {
+	var tok string
+	if len(app.Config.APITokens) > 0 {
+		tok = app.Config.APITokens[0]
+	}
+	return &http.Client{Transport: httpx.BearerTransport(tok, nil)}
 }

@@ -171,7 +171,7 @@ func Start(t testing.TB, o Options) *Env {
 	t.Cleanup(func() { e.App.Close() })
 	e.Client = e.App.Etcd
 
-	e.Broker = &events.Broker{Target: e.URL + instance.EventsPath, Log: log, Backoff: 50 * time.Millisecond}
+	e.Broker = &events.Broker{Target: e.URL + instance.EventsPath, Log: log, Backoff: 50 * time.Millisecond, Client: allinone.Client(e.App)}
 	h, err := allinone.Mux(ctx, e.App, e.Broker)
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +241,7 @@ func (e *Env) Do(t testing.TB, method, path, body string) (int, []byte) {
 // events it caused.
 func (e *Env) Janitor(t testing.TB) {
 	t.Helper()
-	s, err := events.NewSender(e.URL+allinone.JanitorPath, nil)
+	s, err := events.NewSender(e.URL+allinone.JanitorPath, allinone.Client(e.App))
 	if err != nil {
 		t.Fatal(err)
 	}

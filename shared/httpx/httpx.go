@@ -108,3 +108,28 @@ func Health(component, version string, checks ...Check) http.Handler {
 		_ = json.NewEncoder(w).Encode(body)
 	})
 }
+
+// BearerTransport sends `Authorization: Bearer token` with every request
+// through base (http.DefaultTransport when nil): for challfn's calls to its
+// own token-protected routes (the all-in-one's broker and janitor). An empty
+// token returns base unchanged.
+func BearerTransport(token string, base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	if token == "" {
+		return base
+	}
+	return bearer{token: token, base: base}
+}
+
+type bearer struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(r)
+}
