@@ -24,13 +24,23 @@ type Route struct {
 // path with another method is a 501 `Method Not Allowed`. Path parameters are
 // single segments: a trailing slash, an empty segment or an escaped `/`
 // (`%2F`) in a parameter matches nothing.
+//
+// The matched route is recorded in the request's Pattern ("/api/v1/instance/{}/{}")
+// for the telemetry middleware around the router, which names server spans
+// and the http.route attribute after it (a path with ids would make one
+// series per instance).
 func Router(routes ...Route) http.Handler {
+	patterns := make([]string, len(routes))
+	for i, rt := range routes {
+		patterns[i] = rt.Prefix + strings.Repeat("/{}", rt.Params)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, rt := range routes {
+		for i, rt := range routes {
 			params, ok := match(r.URL.EscapedPath(), rt.Prefix, rt.Params)
 			if !ok {
 				continue
 			}
+			r.Pattern = patterns[i]
 			h := rt.Methods[r.Method]
 			if h == nil {
 				apierr.Write(w, apierr.MethodNotAllowed())
