@@ -144,7 +144,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("unclean path %s: %d %s", path, r.Status, r.Body)
 		}
 	}
-	if after := ctSnapshot(t, env); !mapsEqual(before, after) {
+	if after := ctSnapshot(t, env); !ctMapsEqual(before, after) {
 		t.Errorf("bad input changed stored data:\nbefore %v\nafter  %v", before, after)
 	}
 	// The records are still served as before.

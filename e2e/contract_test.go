@@ -260,7 +260,7 @@ func TestContractErrors(t *testing.T) {
 			before := ctSnapshot(t, env)
 			r := ctDo(t, u, c.method, c.path, c.body)
 			ctExpect(t, c.name, r, c.status, c.want)
-			if after := ctSnapshot(t, env); !mapsEqual(before, after) {
+			if after := ctSnapshot(t, env); !ctMapsEqual(before, after) {
 				t.Errorf("%s changed stored data:\nbefore %v\nafter  %v", c.name, before, after)
 			}
 		}
@@ -339,7 +339,7 @@ func TestContractErrors(t *testing.T) {
 			t.Errorf("%s: no parser text in %s", c.name, r.Body)
 		}
 		ctExpect(t, c.name, r, 400, ctOCIMalformed(c.ref, desc))
-		if !mapsEqual(before, ctSnapshot(t, env)) {
+		if !ctMapsEqual(before, ctSnapshot(t, env)) {
 			t.Errorf("%s changed stored data", c.name)
 		}
 	}
@@ -363,7 +363,7 @@ func TestContractErrors(t *testing.T) {
 			t.Errorf("%s: no validation text in %s", c.name, r.Body)
 		}
 		ctExpect(t, c.name, r, 400, ctScenarioNonMatching(failing, desc))
-		if !mapsEqual(before, ctSnapshot(t, env)) {
+		if !ctMapsEqual(before, ctSnapshot(t, env)) {
 			t.Errorf("%s changed stored data", c.name)
 		}
 	}
@@ -374,7 +374,7 @@ func TestContractErrors(t *testing.T) {
 	if r.Status != 400 || ctReason(ctErrShape(t, "unknown strategy", r)) != "INVALID_ARGUMENT" {
 		t.Errorf("unknown strategy: %d %s", r.Status, r.Body)
 	}
-	if !mapsEqual(before, ctSnapshot(t, env)) {
+	if !ctMapsEqual(before, ctSnapshot(t, env)) {
 		t.Errorf("unknown strategy changed stored data")
 	}
 
@@ -413,7 +413,7 @@ func TestContractErrors(t *testing.T) {
 	}
 }
 
-func mapsEqual(a, b map[string]string) bool {
+func ctMapsEqual(a, b map[string]string) bool {
 	if len(a) != len(b) {
 		return false
 	}
