@@ -150,7 +150,7 @@ func (h *Host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	tail := &tailBuffer{max: 4096}
 	cmd := exec.Command(bin, req.GetArgs()...)
 	cmd.Dir = pwd
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(ProgramEnviron(os.Environ()), env...)
 	cmd.Stdout = h.Stdout
 	cmd.Stderr = io.MultiWriter(h.Stderr, tail)
 	err = cmd.Run()
