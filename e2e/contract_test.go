@@ -424,3 +424,33 @@ func ctMapsEqual(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// The examples of contract §1.3, produced over HTTP by the real functions,
+// and the input forms of §1.2 (int64 as string or number, a timestamp with
+// an offset, fractional durations, snake_case names).
+func TestContractGoldenExamples(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	ref := env.Scenario(t, "outputs")
+	u := env.URL
+	// The fully populated Challenge of §1.3 (an until in the past: no pool
+	// is filled for an expired challenge, so `instances` stays empty).
+	want := `{"id":"1","scenario":"` + ref + `","timeout":"90.500s","until":"2025-01-02T03:04:05.120Z","instances":[],"additional":{"k":"v"},"min":"2","max":"4"}`
+	ctExpect(t, "create", ctDo(t, u, "POST", "/api/v1/challenge",
+		`{"id":"1","scenario":"`+ref+`","timeout":"90.5s","until":"2025-01-02T05:04:05.12+02:00","additional":{"k":"v"},"min":"2","max":4}`), 200, want)
+	ctExpect(t, "retrieve", ctDo(t, u, "GET", "/api/v1/challenge/1", ""), 200, want)
+	env.Broker.Wait()
+	if k := env.Keys(t); len(k) != 1 {
+		t.Errorf("records of an expired challenge with min 2: %v (no pool expected)", k)
+	}
+	// snake_case input names.
+	ctExpect(t, "snake_case create on expired", ctDo(t, u, "POST", "/api/v1/instance", `{"challenge_id":"1","source_id":"2"}`), 400, ctChallengeExpired("1"))
+	ctExpect(t, "snake_case update", ctDo(t, u, "PATCH", "/api/v1/challenge/1", `{"update_mask":"min,max","min":0,"max":"0","update_strategy":2}`), 200,
+		strings.Replace(strings.Replace(want, `"min":"2"`, `"min":"0"`, 1), `"max":"4"`, `"max":"0"`, 1))
+	ctExpect(t, "delete", ctDo(t, u, "DELETE", "/api/v1/challenge/1", ""), 200, `{}`)
+	// The unary error example of §1.3, verbatim.
+	ctExpect(t, "error example", ctDo(t, u, "GET", "/api/v1/challenge/1", ""), 404,
+		`{"code":5,"message":"Challenge not found.","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CHALLENGE_NOT_FOUND","domain":"github.com/ctfer-io/chall-manager","metadata":{"id":"1"}},{"@type":"type.googleapis.com/google.rpc.ResourceInfo","resourceType":"Challenge","resourceName":"1","owner":"","description":"No challenge with this ID was found."}]}`)
+	if k := env.Keys(t); len(k) != 0 {
+		t.Errorf("keys left: %v", k)
+	}
+}
