@@ -261,7 +261,7 @@ func TestSecurityRegistryAllowList(t *testing.T) {
 		{"other registry serving the scenario", otherRef},
 		{"unreachable registry", "127.0.0.1:1/scenarios/outputs:latest"},
 		{"allowed host on another port", strings.Split(reg.Host(), ":")[0] + ":1/scenarios/outputs:latest"},
-		{"docker hub short name", "outputs:latest"},
+		{"docker hub", "docker.io/library/outputs:latest"},
 		{"allowed host as a path prefix", "registry.example.com.evil.test/x:latest"},
 	} {
 		body, _ := json.Marshal(map[string]string{"id": "refused", "scenario": tc.ref})
@@ -272,7 +272,7 @@ func TestSecurityRegistryAllowList(t *testing.T) {
 		}
 	}
 	// Updating an allowed challenge to a refused registry is refused too.
-	body, _ := json.Marshal(map[string]string{"scenario": otherRef})
+	body, _ := json.Marshal(map[string]string{"scenario": otherRef, "updateMask": "scenario"})
 	secError(t, "update to another registry", secDo(t, env.URL, "PATCH", "/api/v1/challenge/allowed", string(body)), http.StatusBadRequest, 3)
 	if r := secDo(t, env.URL, "DELETE", "/api/v1/challenge/allowed", ""); r.status != 200 {
 		t.Fatalf("delete: %d %s", r.status, r.body)
