@@ -117,6 +117,26 @@ func TestContractLifecycle(t *testing.T) {
 	}
 	ctSame(t, "renew", r.Body, ctInstanceJSON("life", "s1", in.Since, rn.LastRenew, rn.Until, id+"?k=v", []string{"CTF{" + id + "}"}, nil))
 
+	// An instance with its own additional values: the scenario gets the
+	// challenge's map overlaid by the instance's, the API shows the
+	// instance's only (§4.15), and a renewal shows none (§4.9).
+	r = ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"life","sourceId":"s2","additional":{"k":"mine","i":"x"}}`)
+	if r.Status != 200 {
+		t.Fatalf("create instance with additional: %d %s", r.Status, r.Body)
+	}
+	in2 := ctParseInstance(t, r.Body)
+	id2, _, _ := strings.Cut(in2.Conn, "?")
+	ctSame(t, "instance with additional", r.Body, ctInstanceJSON("life", "s2", in2.Since, in2.Since, in2.Until,
+		id2+"?i=x&k=mine", []string{"CTF{" + id2 + "}"}, map[string]string{"k": "mine", "i": "x"}))
+	r = ctDo(t, u, "PATCH", "/api/v1/instance/life/s2", ``)
+	if r.Status != 200 {
+		t.Fatalf("renew with an empty body: %d %s", r.Status, r.Body)
+	}
+	rn2 := ctParseInstance(t, r.Body)
+	ctSame(t, "renew of an instance with additional", r.Body, ctInstanceJSON("life", "s2", in2.Since, rn2.LastRenew, rn2.Until,
+		id2+"?i=x&k=mine", []string{"CTF{" + id2 + "}"}, nil))
+	ctExpect(t, "delete s2", ctDo(t, u, "DELETE", "/api/v1/instance/life/s2", ""), 200, `{}`)
+
 	// Masked updates. Every update recomputes until from now (§4.4 step 8).
 	patch := func(what, body string) (ctInstance, map[string]any) {
 		t.Helper()
