@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/testenv"
+	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/store"
 )
 
@@ -240,6 +242,27 @@ func TestPoolLifecycle(t *testing.T) {
 	if _, pooled = lcRecords(t, env, "pool"); len(pooled) != 1 {
 		t.Fatalf("after min=1 max=0: %d pooled, want 1", len(pooled))
 	}
+	// A pooled instance lost without its refill (the fill event was lost):
+	// the janitor brings the pool back to min.
+	lost := pooled[0]
+	sender, err := events.NewSender(env.URL+instance.EventsPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := events.New(context.Background(), "//challfn/test", events.TypeInstanceDelete, events.InstanceDelete{ChallengeID: "pool", Identity: lost.Identity})
+	if err := sender.Send(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if _, pooled = lcRecords(t, env, "pool"); len(pooled) != 0 {
+		t.Fatalf("pooled instance not deleted: %v", lcStacksOf(pooled))
+	}
+	env.Janitor(t)
+	claimed, pooled = lcRecords(t, env, "pool")
+	if len(pooled) != 1 || pooled[0].Identity == lost.Identity {
+		t.Fatalf("janitor did not refill the pool: %v", lcStacksOf(pooled))
+	}
+	lcWantStacks(t, env, lcStacksOf(claimed, pooled))
+
 	lcDo(t, env, "DELETE", "/api/v1/challenge/pool", "", http.StatusOK)
 	env.Broker.Wait()
 	lcWantStacks(t, env, nil)
