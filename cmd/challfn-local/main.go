@@ -23,6 +23,7 @@ import (
 
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/allinone"
+	"github.com/challfn/challfn/knative/monitoring/localstack"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/etcd"
@@ -40,17 +41,18 @@ func main() {
 		dir       = flag.String("dir", ".run", "folder for etcd data, Pulumi state and caches")
 		examples  = flag.String("scenarios", "scenarios", "folder whose sub-folders are pushed as examples/<name>:latest")
 		janitorEv = flag.Duration("janitor-every", 15*time.Second, "janitor schedule")
+		monitor   = flag.Bool("monitoring", false, "also run the monitoring stack of knative/monitoring/local on 127.0.0.1 (Jaeger :16686, Prometheus :9090, Alertmanager :9093; scripts/install-monitoring.sh) and export to it")
 	)
 	flag.Parse()
 	log := telemetry.NewLogger(os.Stderr)
 	slog.SetDefault(log)
-	if err := run(*addr, *regAddr, *dir, *examples, *janitorEv, log); err != nil {
+	if err := run(*addr, *regAddr, *dir, *examples, *janitorEv, *monitor, log); err != nil {
 		log.Error("challfn-local stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *slog.Logger) error {
+func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monitoring bool, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir, err := filepath.Abs(dir)
@@ -61,6 +63,13 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, log *s
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			return err
 		}
+	}
+	if monitoring {
+		stop, err := startMonitoring(ctx, filepath.Join(dir, "monitoring"))
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	t, err := telemetry.Setup(ctx, "challfn-local", version.Version)
 	if err != nil {
@@ -185,4 +194,25 @@ func pushExamples(ctx context.Context, root, host string, log *slog.Logger) []st
 		refs = append(refs, ref)
 	}
 	return refs
+}
+
+// startMonitoring starts Jaeger, Prometheus and Alertmanager on their usual
+// loopback ports with the configurations of knative/monitoring/local (the
+// working directory must be the repository) and points OTEL at Jaeger's OTLP
+// receiver unless OTEL_EXPORTER_OTLP_ENDPOINT says otherwise.
+func startMonitoring(ctx context.Context, dir string) (stop func(), err error) {
+	root, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	st, err := localstack.Start(ctx, localstack.Options{Root: root, Dir: dir})
+	if err != nil {
+		return nil, fmt.Errorf("monitoring stack: %w", err)
+	}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
+		os.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", st.OTLP)
+	}
+	fmt.Fprintf(os.Stderr, "monitoring: Jaeger API %s/api/services (traces: %s/api/traces?service=challfn-local), Prometheus %s, Alertmanager %s (logs in %s)\n",
+		st.Jaeger, st.Jaeger, st.Prometheus, st.Alertmanager, dir)
+	return st.Close, nil
 }
