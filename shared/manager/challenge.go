@@ -367,6 +367,11 @@ func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, gone
 
 func (m *Manager) progress(ctx context.Context, challengeID string, gone, updating []*store.Instance) (pending int, failed []string, err error) {
 	c, err := m.o.Store.GetChallenge(ctx, challengeID)
+	if errors.Is(err, store.ErrNotFound) {
+		// A concurrent DELETE finished: its instances are all gone, and
+		// nothing is left to update.
+		return 0, nil, nil
+	}
 	if err != nil {
 		return 0, nil, err
 	}
