@@ -256,3 +256,56 @@ func (w ctLockedWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.w.Write(p)
 }
+
+// Concurrent deletes of one instance: one destroys it (200), the others find
+// nothing (exact 404); the source can then create again; concurrent deletes of
+// the challenge all succeed or say it is gone, and leave nothing.
+func TestRaceConcurrentDeletes(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	ref := env.Scenario(t, "outputs")
+	u := env.URL
+	if r := ctDo(t, u, "POST", "/api/v1/challenge", `{"id":"rdi","scenario":"`+ref+`","timeout":"600s"}`); r.Status != 200 {
+		t.Fatalf("challenge: %d %s", r.Status, r.Body)
+	}
+	if r := ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"rdi","sourceId":"p"}`); r.Status != 200 {
+		t.Fatalf("instance: %d %s", r.Status, r.Body)
+	}
+	race := func(n int, method, path, body string) []ctResp {
+		out := make([]ctResp, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() { <-start; out[i] = ctDo(t, u, method, path, body) })
+		}
+		close(start)
+		wg.Wait()
+		return out
+	}
+	ok := 0
+	for _, r := range race(5, "DELETE", "/api/v1/instance/rdi/p", "") {
+		switch r.Status {
+		case 200:
+			ok++
+			ctSame(t, "delete", r.Body, `{}`)
+		default:
+			ctExpect(t, "losing delete", r, 404, ctInstanceNotFound("rdi", "p"))
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d deletes succeeded, want 1", ok)
+	}
+	if s := env.Stacks(t); len(s) != 0 {
+		t.Errorf("stacks after deletes: %v", s)
+	}
+	winner := ctCreateRace(t, []string{u}, "rdi", "p", 4)
+	ctOneStack(t, env, winner, "outputs")
+	for _, r := range race(4, "DELETE", "/api/v1/challenge/rdi", "") {
+		if r.Status != 200 {
+			ctExpect(t, "concurrent challenge delete", r, 404, ctChallengeNotFound("rdi"))
+		}
+	}
+	env.Broker.Wait()
+	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
+		t.Errorf("left: keys %v stacks %v", k, s)
+	}
+}
