@@ -38,7 +38,7 @@ type monitoringFunction struct {
 
 // startMonitoringFunction starts target with env (KEY=VALUE) on a free
 // loopback port and waits for its health endpoint.
-func startMonitoringFunction(t *testing.T, dir, target string, env []string) *monitoringFunction {
+func startMonitoringFunction(t testing.TB, dir, target string, env []string) *monitoringFunction {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,7 +46,7 @@ func startMonitoringFunction(t *testing.T, dir, target string, env []string) *mo
 	}
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	l.Close()
-	f := &monitoringFunction{URL: "http://127.0.0.1:" + port, Log: filepath.Join(dir, target+".log"), done: make(chan struct{})}
+	f := &monitoringFunction{URL: "http://127.0.0.1:" + port, Log: filepath.Join(dir, target+"-"+port+".log"), done: make(chan struct{})}
 	logf, err := os.Create(f.Log)
 	if err != nil {
 		t.Fatal(err)

@@ -611,7 +611,7 @@ func findLogLine(t *testing.T, file, msg string) map[string]any {
 }
 
 // monitoringPoll retries f every 500 ms until it succeeds or d passed.
-func monitoringPoll(t *testing.T, what string, d time.Duration, f func() error) {
+func monitoringPoll(t testing.TB, what string, d time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
