@@ -44,7 +44,7 @@ const (
 const (
 	AttrChallenge = attribute.Key("challenge")  // challenge id
 	AttrPool      = attribute.Key("pool")       // "true": waiting in the pool, "false": claimed by a source
-	AttrOp        = attribute.Key("op")         // create | update | pool (deploy); delete | expire | rollback | pool (destroy)
+	AttrOp        = attribute.Key("op")         // create | update | pool (deploy); delete | expire | rollback | pool | orphan (destroy)
 	AttrStrategy  = attribute.Key("strategy")   // update strategy (update_in_place | blue_green | recreate), "" otherwise
 	AttrOutcome   = attribute.Key("outcome")    // ok | error | canceled (| rejected for events)
 	AttrLevel     = attribute.Key("level")      // lock level: global | challenge | instance
@@ -176,7 +176,8 @@ func (in *Instruments) RecordDeploy(ctx context.Context, op, strategy string, d 
 }
 
 // RecordDestroy records one Pulumi destroy of an instance. op is delete,
-// expire, rollback (failed create) or pool.
+// expire, rollback (failed create), pool (shrink) or orphan (a stack no
+// record knows, destroyed by the janitor).
 func (in *Instruments) RecordDestroy(ctx context.Context, op string, d time.Duration, err error) {
 	in.destroy.Record(ctx, d.Seconds(), metric.WithAttributes(
 		AttrOp.String(op), AttrOutcome.String(Outcome(err))))
