@@ -100,8 +100,8 @@ func TestContractLifecycle(t *testing.T) {
 	}
 	for _, q := range []string{"?sourceId=nobody", "", "?sourceId="} {
 		r = ctDo(t, u, "GET", "/api/v1/instance"+q, "")
-		if r.Status != 200 || len(r.Body) != 0 {
-			t.Errorf("query %q: %d %q, want 200 and an empty body", q, r.Status, r.Body)
+		if r.Status != 200 || len(r.Body) != 0 || r.Header.Get("Content-Type") != "" {
+			t.Errorf("query %q: %d %q %v, want 200, an empty body and no Content-Type", q, r.Status, r.Body, r.Header)
 		}
 	}
 
