@@ -183,6 +183,19 @@ type result struct {
 func (ws *opWorkspace) run(ctx context.Context, args ...string) result {
 	ctx, cancel := context.WithTimeout(ctx, ws.e.cfg.OpTimeout)
 	defer cancel()
+	stdout, stderr, _, err := ws.ws.PulumiCommand().Run(ctx, ws.ws.WorkDir(), nil, nil, nil, ws.cmdEnv(), args...)
+	if err != nil && ctx.Err() == nil && ws.breakStaleLocks(ctx, stderr) {
+		// A dead engine's lock held the stack (see stale.go): once more.
+		stdout, stderr, _, err = ws.ws.PulumiCommand().Run(ctx, ws.ws.WorkDir(), nil, nil, nil, ws.cmdEnv(), args...)
+	}
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w (after %s): %w", ctx.Err(), ws.e.cfg.OpTimeout, err)
+	}
+	return result{stdout: stdout, stderr: stderr, err: err}
+}
+
+// cmdEnv is the environment of a CLI process run in the workspace.
+func (ws *opWorkspace) cmdEnv() []string {
 	var env []string
 	if home := ws.ws.PulumiHome(); home != "" {
 		env = append(env, "PULUMI_HOME="+home)
@@ -190,11 +203,7 @@ func (ws *opWorkspace) run(ctx context.Context, args ...string) result {
 	for k, v := range ws.ws.GetEnvVars() {
 		env = append(env, k+"="+v)
 	}
-	stdout, stderr, _, err := ws.ws.PulumiCommand().Run(ctx, ws.ws.WorkDir(), nil, nil, nil, env, args...)
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (after %s): %w", ctx.Err(), ws.e.cfg.OpTimeout, err)
-	}
-	return result{stdout: stdout, stderr: stderr, err: err}
+	return env
 }
 
 // withTimeout bounds a call of a Workspace method, which runs one process like run.
