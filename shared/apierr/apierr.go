@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -174,9 +175,17 @@ func (e *Error) Details() []proto.Message { return e.details }
 
 // Proto is the google.rpc.Status of the answer.
 func (e *Error) Proto() *spb.Status {
-	st := &spb.Status{Code: int32(e.code), Message: e.message}
+	st := &spb.Status{Code: int32(e.code), Message: strings.ToValidUTF8(e.message, "\uFFFD")}
 	for _, d := range e.details {
 		a, err := anypb.New(d)
+		if err != nil {
+			// Text from the client (an ID echoed in metadata) may be invalid
+			// UTF-8, which protobuf strings refuse: answer with the invalid
+			// bytes replaced rather than panic.
+			c := proto.Clone(d)
+			validUTF8(c.ProtoReflect())
+			a, err = anypb.New(c)
+		}
 		if err != nil {
 			// Only unregistered message types fail here, and the catalogue
 			// only uses google.rpc ones: a programming error.
