@@ -10,7 +10,9 @@ root=$PWD
 # the monitoring fixture (Jaeger, Prometheus) when its installer exists.
 scripts/install-pulumi.sh
 scripts/install-providers.sh
-if [[ -x scripts/install-monitoring.sh ]]; then scripts/install-monitoring.sh; fi
+scripts/install-monitoring.sh
+# The end-to-end telemetry tests run against the real Jaeger and Prometheus.
+export CHALLFN_E2E_MONITORING=1
 export PATH="$root/.bin:$PATH"
 export CHALLFN_PULUMI="$root/.bin/pulumi"
 export PULUMI_SKIP_UPDATE_CHECK=true
