@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
@@ -234,7 +235,11 @@ func (s *Store) ClaimPooled(ctx context.Context, cid, sid string, set func(*Inst
 	if sid == "" {
 		return nil, fmt.Errorf("%w: claim needs a source", ErrInvalid)
 	}
-	lowest := clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(1))
+	// A claim takes the lowest pooled instance. One that lost a race takes a
+	// random one among the lowest claimSpread instead: if every loser aimed at
+	// the new lowest, n concurrent claims would take n rounds of n
+	// transactions each (50 sources at once: p50 185 ms instead of a few ms).
+	lowest := clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(claimSpread))
 	resp, err := s.cli.Get(ctx, s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(1))
 	if err != nil {
 		return nil, fmt.Errorf("store: claim: %w", err)
@@ -247,7 +252,7 @@ func (s *Store) ClaimPooled(ctx context.Context, cid, sid string, set func(*Inst
 		if len(kvs) == 0 {
 			return nil, fmt.Errorf("%w: challenge %q", ErrPoolEmpty, cid)
 		}
-		pooled, err := decodeInstance(kvs[0])
+		pooled, err := decodeInstance(kvs[rand.IntN(len(kvs))])
 		if err != nil {
 			return nil, err
 		}
@@ -282,6 +287,10 @@ func (s *Store) ClaimPooled(ctx context.Context, cid, sid string, set func(*Inst
 		kvs = r.Else[0].GetResponseRange().Kvs // someone else took it: try the next one
 	}
 }
+
+// claimSpread bounds how many of the lowest pooled instances a claim that
+// lost a race chooses from.
+const claimSpread = 64
 
 // ---- instances --------------------------------------------------------
 
