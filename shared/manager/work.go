@@ -117,9 +117,14 @@ func (m *Manager) HandleEvent(ctx context.Context, e cloudevents.Event) error {
 	return events.Permanent(fmt.Errorf("unknown event type %q", e.Type()))
 }
 
-// permanentIfInvalid turns the errors no retry can fix into permanent ones.
+// permanentIfInvalid turns the errors a redelivery should not retry into
+// permanent ones: an unknown strategy, and a failed engine operation, which is
+// already recorded on the instance (FailedGeneration, LastError) — re-running
+// a failing `pulumi up` six times helps nobody; the client retries by sending
+// its PATCH again. Store and etcd errors stay transient.
 func permanentIfInvalid(err error) error {
-	if errors.Is(err, iac.ErrUnknownStrategy) {
+	var oe *iac.OpError
+	if errors.Is(err, iac.ErrUnknownStrategy) || errors.As(err, &oe) {
 		return events.Permanent(err)
 	}
 	return err
