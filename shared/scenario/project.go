@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
 	"gopkg.in/yaml.v3"
 )
 
@@ -47,6 +48,17 @@ func readProject(dir string) (*project, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("invalid %s: %w", p.file, err)
 	}
+	// Decoded the way the deployments read it too (shared/iac): that refuses
+	// what the node tree tolerates, such as a key given twice.
+	var asMap map[string]any
+	if err := yaml.Unmarshal(data, &asMap); err != nil {
+		return nil, fmt.Errorf("invalid %s: %w", p.file, err)
+	}
+	switch asMap["runtime"].(type) {
+	case nil, string, map[string]any:
+	default: // e.g. a mapping with a non-string key
+		return nil, fmt.Errorf("invalid %s: runtime must be a name or a mapping of names", p.file)
+	}
 	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("invalid %s: not a YAML mapping", p.file)
 	}
@@ -55,6 +67,11 @@ func readProject(dir string) (*project, error) {
 
 	if n := mapGet(top, "name"); n == nil || n.Kind != yaml.ScalarNode || n.Value == "" {
 		return nil, fmt.Errorf("%s has no project name", p.file)
+	} else if n.Tag != "!!str" {
+		// `name: 123` is a number to every other reader (iac, the engine).
+		return nil, fmt.Errorf("%s: the project name must be a string", p.file)
+	} else if err := tokens.ValidateProjectName(n.Value); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.file, err)
 	} else {
 		p.name = n.Value
 	}
