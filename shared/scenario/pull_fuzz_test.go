@@ -70,6 +70,8 @@ func FuzzPullManifest(f *testing.F) {
 	f.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
 	const max = 4096
+	parent := f.TempDir()
+	dst := filepath.Join(parent, "dst")
 	f.Fuzz(func(t *testing.T, manifest []byte) {
 		current = manifest // one worker process runs one input at a time
 		repo, err := remote.NewRepository(host + "/fuzz/scenario")
@@ -78,8 +80,9 @@ func FuzzPullManifest(f *testing.F) {
 		}
 		repo.PlainHTTP = true
 		desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(manifest), Size: int64(len(manifest))}
-		parent := t.TempDir()
-		dst := filepath.Join(parent, "dst")
+		if err := os.RemoveAll(dst); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.Mkdir(dst, 0o755); err != nil {
 			t.Fatal(err)
 		}
