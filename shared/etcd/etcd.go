@@ -24,6 +24,9 @@ type Config struct {
 	Username    string
 	Password    string
 	DialTimeout time.Duration // 0 = DefaultDialTimeout
+	// CallTimeout bounds each KV and lease call (0 = DefaultCallTimeout);
+	// a call that runs out fails with an error wrapping ErrUnavailable.
+	CallTimeout time.Duration
 	// DialOptions are appended to the client's gRPC options (interceptors,
 	// e.g. Counter.DialOption or OpenTelemetry instrumentation).
 	DialOptions []grpc.DialOption
@@ -57,6 +60,11 @@ func Connect(ctx context.Context, cfg Config) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd: connect %v: %w", cfg.Endpoints, err)
 	}
+	callTimeout := cfg.CallTimeout
+	if callTimeout <= 0 {
+		callTimeout = DefaultCallTimeout
+	}
+	bound(cli, callTimeout)
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// Any answer proves reachability, a permission error included (the
