@@ -10,8 +10,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/challfn/challfn/shared/apierr"
+	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/scenario"
+	"github.com/challfn/challfn/shared/store"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -98,7 +100,12 @@ func storeError(err error) error {
 		return err
 	}
 	switch {
-	case errors.Is(err, rpctypes.ErrNoLeader), errors.Is(err, rpctypes.ErrLeaderChanged),
+	case errors.Is(err, store.ErrFenced), errors.Is(err, store.ErrNoReservation):
+		// The lock's lease was lost (a frozen or partitioned instance);
+		// another request may have done the work meanwhile.
+		return apierr.Unavailable("The operation lost its lock, try again.").WithCause(err)
+	case errors.Is(err, etcd.ErrUnavailable),
+		errors.Is(err, rpctypes.ErrNoLeader), errors.Is(err, rpctypes.ErrLeaderChanged),
 		errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail),
 		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost), errors.Is(err, rpctypes.ErrGRPCNoLeader):
 		return apierr.Unavailable("The coordination store (etcd) is unavailable, try again later.").WithCause(err)

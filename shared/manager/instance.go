@@ -138,12 +138,30 @@ func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID s
 		Generation:     c.Generation,
 	}
 	if err := m.o.Store.CommitInstance(ctx, in, held.Fence()...); err != nil {
-		if derr := m.engineDestroy(context.WithoutCancel(ctx), opRollback, in.Project, id); derr != nil {
-			m.log.ErrorContext(ctx, "destroying an instance whose record could not be saved; the janitor will retry", "error", derr)
+		if commitRefused(err) {
+			if derr := m.engineDestroy(context.WithoutCancel(ctx), opRollback, in.Project, id); derr != nil {
+				m.log.ErrorContext(ctx, "destroying an instance whose record could not be saved; the janitor will retry", "error", derr)
+			}
+		} else {
+			// etcd did not answer: the commit may still be applied. Destroying
+			// now could leave a record without stack; the janitor destroys the
+			// stack later if no record knows it.
+			m.log.WarnContext(ctx, "outcome of an instance commit unknown; stack kept for the janitor", "error", err)
 		}
 		return nil, storeError(fmt.Errorf("saving instance: %w", err))
 	}
 	return in, nil
+}
+
+// commitRefused tells a commit that etcd evaluated and refused (nothing
+// written) from one whose outcome is unknown (timeout, no leader).
+func commitRefused(err error) bool {
+	for _, e := range []error{store.ErrFenced, store.ErrNoReservation, store.ErrExists, store.ErrConflict, store.ErrInvalid, store.ErrNotFound} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // redeployClaimed re-runs `up` on a just-claimed pooled instance with the
