@@ -23,6 +23,9 @@ go vet ./...
 echo "== go test (main module)"
 go test -count=1 -timeout 45m "$@" ./...
 
+echo "== fuzz (bounded; corpora kept under testdata/fuzz)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-3}"
+
 echo "== function binaries as the images hold them (built and smoke-tested)"
 scripts/build-images.sh --binaries-only
 
