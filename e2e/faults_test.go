@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/challfn/challfn/internal/testenv"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -527,4 +531,116 @@ func TestFaultColdStartWithoutEtcd(t *testing.T) {
 			t.Fatalf("%s %s: code %v, want 14", req[0], req[1], m["code"])
 		}
 	}
+}
+
+// Registry and engine failures: a registry that is down or answers garbage
+// at registration is a clear 4xx and registers nothing; instance creation
+// never talks to the registry (a fresh process creates with the registry
+// stopped); an unwritable Pulumi backend and a crashing engine are clear
+// errors that leave no record, reservation or stack behind.
+func TestFaultEngineAndRegistry(t *testing.T) {
+	srv := etcdtest.Server(t)
+	s := fltSetup(t, srv.Endpoints())
+	ref := fltPush(t, s, "outputs")
+	inline := map[string]string{"TESTSERVER_EVENTS": "inline"}
+	a := fltStart(t, s, inline)
+	fltMust(t, a.URL, "POST", "/api/v1/challenge", `{"id":"r","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
+	nothingLeft := func(t *testing.T, what string) {
+		t.Helper()
+		if k := fltKeys(t, s, "chall/"+what); what != "" && len(k) != 0 {
+			t.Fatalf("half-registered challenge: %v", k)
+		}
+		fltAccounted(t, s)
+	}
+
+	t.Run("registry down at registration", func(t *testing.T) {
+		down := "127.0.0.1:" + strings.Split(fltFreePort(t), ":")[1] + "/scenarios/outputs:latest"
+		r := fltDo(context.Background(), a.URL, "POST", "/api/v1/challenge", `{"id":"down","scenario":"`+down+`"}`)
+		if r.Status != http.StatusBadRequest {
+			t.Fatalf("%d %s, want 400", r.Status, r.Body)
+		}
+		t.Logf("answer: %s", r.Body)
+		nothingLeft(t, "down")
+	})
+
+	t.Run("registry answering garbage at registration", func(t *testing.T) {
+		garbage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", "sha256:0000000000000000000000000000000000000000000000000000000000000000")
+			_, _ = w.Write([]byte("\\x00{not json at all"))
+		}))
+		defer garbage.Close()
+		bad := strings.TrimPrefix(garbage.URL, "http://") + "/scenarios/outputs:latest"
+		r := fltDo(context.Background(), a.URL, "POST", "/api/v1/challenge", `{"id":"garbage","scenario":"`+bad+`"}`)
+		if r.Status < 400 || r.Status == http.StatusOK {
+			t.Fatalf("%d %s, want an error", r.Status, r.Body)
+		}
+		ctErrShape(t, "garbage registry", ctResp{Status: r.Status, Body: r.Body})
+		t.Logf("answer: %d %s", r.Status, r.Body)
+		nothingLeft(t, "garbage")
+	})
+
+	t.Run("registry stopped at instance creation", func(t *testing.T) {
+		s.Registry.Close()
+		fresh := fltStart(t, s, inline) // cold: empty scenario cache
+		fltMust(t, fresh.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"noreg"}`, http.StatusOK)
+		fltMust(t, fresh.URL, "DELETE", "/api/v1/instance/r/noreg", "", http.StatusOK)
+		nothingLeft(t, "")
+	})
+
+	t.Run("backend unwritable", func(t *testing.T) {
+		// Root ignores file modes: the backend directory is replaced by a
+		// file, so that every write below it fails.
+		state := filepath.Join(s.Dir, "state")
+		if err := os.Rename(state, state+".away"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(state, []byte("not a directory"), 0o444); err != nil {
+			t.Fatal(err)
+		}
+		r := fltDo(context.Background(), a.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"ro"}`)
+		if err := os.Remove(state); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(state+".away", state); err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != http.StatusInternalServerError {
+			t.Fatalf("%d %s, want 500", r.Status, r.Body)
+		}
+		if m := ctErrShape(t, "backend unwritable", ctResp{Status: r.Status, Body: r.Body}); strings.Contains(fmt.Sprint(m["message"]), s.Dir) {
+			t.Fatalf("internal path in the answer: %s", r.Body)
+		}
+		t.Logf("answer: %s", r.Body)
+		fltWaitGone(t, s, "lock/", 10*time.Second)
+		nothingLeft(t, "")
+		fltMust(t, a.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"ro"}`, http.StatusOK)
+		fltMust(t, a.URL, "DELETE", "/api/v1/instance/r/ro", "", http.StatusOK)
+	})
+
+	t.Run("engine crash", func(t *testing.T) {
+		// A pulumi that dies (SIGSEGV) in the middle of every `up`, after the
+		// stack was made.
+		dir := t.TempDir()
+		wrapper := filepath.Join(dir, "pulumi")
+		real := filepath.Join(testenv.Root(), ".bin", "pulumi")
+		script := "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = up ] && { echo 'engine going down' >&2; kill -SEGV $$; }; done\nexec " + real + " \"$@\"\n"
+		if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p := fltStart(t, s, map[string]string{"TESTSERVER_EVENTS": "inline", "CHALLFN_PULUMI": wrapper})
+		r := fltDo(context.Background(), p.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"crash"}`)
+		if r.Status != http.StatusInternalServerError {
+			t.Fatalf("%d %s, want 500", r.Status, r.Body)
+		}
+		m := ctErrShape(t, "engine crash", ctResp{Status: r.Status, Body: r.Body})
+		t.Logf("answer: %d %v", r.Status, m["message"])
+		fltMust(t, p.URL, "GET", "/api/v1/instance/r/crash", "", http.StatusNotFound)
+		fltWaitGone(t, s, "lock/", 10*time.Second)
+		nothingLeft(t, "")
+		// Another process with a working engine serves the same request.
+		fltMust(t, a.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"crash"}`, http.StatusOK)
+		fltMust(t, a.URL, "DELETE", "/api/v1/instance/r/crash", "", http.StatusOK)
+		nothingLeft(t, "")
+	})
 }
