@@ -91,30 +91,24 @@ func TestFaultKill(t *testing.T) {
 	})
 
 	t.Run("during destroy (instance writer lock)", func(t *testing.T) {
-		// The three deletions are killed together: each then waits for the
-		// engine lock of its dead destroy to become stale.
-		procs := make([]*fltProc, fltRuns)
-		res := make([]chan fltResp, fltRuns)
+		// Each deletion is killed as soon as its engine holds the stack;
+		// the retries come afterwards, so the stale-lock waits overlap.
+		var killed time.Time
+		killedAt := make([]time.Time, fltRuns)
 		for run := range fltRuns {
 			fltMust(t, b.URL, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"k","sourceId":"del-%d"}`, run), http.StatusOK)
-			procs[run] = fltStart(t, s, inline)
-		}
-		before := fltPulumiLocks(s)
-		for run, a := range procs {
-			res[run] = make(chan fltResp, 1)
+			a := fltStart(t, s, inline)
+			before := fltPulumiLocks(s)
+			res := make(chan fltResp, 1)
 			go func() {
-				res[run] <- fltDo(context.Background(), a.URL, "DELETE", fmt.Sprintf("/api/v1/instance/k/del-%d", run), "")
+				res <- fltDo(context.Background(), a.URL, "DELETE", fmt.Sprintf("/api/v1/instance/k/del-%d", run), "")
 			}()
-		}
-		fltWaitKeys(t, s, "lock/i/k/", fltRuns, 30*time.Second)
-		fltWaitPulumiLock(t, s, before, fltRuns, 30*time.Second)
-		killed := time.Now()
-		for _, a := range procs {
+			fltWaitPulumiLock(t, s, before, 1, 30*time.Second)
+			killed = time.Now()
+			killedAt[run] = killed
 			a.Kill()
-		}
-		for run := range fltRuns {
-			if r := <-res[run]; r.Err == nil {
-				t.Logf("run %d: answered before the kill: %d %s", run, r.Status, r.Body)
+			if r := <-res; r.Err == nil {
+				t.Fatalf("run %d: answered before the kill: %d %s", run, r.Status, r.Body)
 			}
 		}
 		fltWaitGone(t, s, "lock/", 10*time.Second)
@@ -123,7 +117,7 @@ func TestFaultKill(t *testing.T) {
 		failed := 0
 		for run := range fltRuns {
 			path := fmt.Sprintf("/api/v1/instance/k/del-%d", run)
-			d, others := fltRetry(t, b.URL, "DELETE", path, "", http.StatusOK, killed, 60*time.Second)
+			d, others := fltRetry(t, b.URL, "DELETE", path, "", http.StatusOK, killedAt[run], 60*time.Second)
 			if r := fltDo(context.Background(), b.URL, "GET", path, ""); r.Status != http.StatusNotFound {
 				t.Fatalf("run %d: deleted instance still served: %d %s", run, r.Status, r.Body)
 			}
