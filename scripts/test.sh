@@ -11,6 +11,7 @@ root=$PWD
 scripts/install-pulumi.sh
 scripts/install-providers.sh
 scripts/install-monitoring.sh
+scripts/install-etcd.sh   # Debian etcd-server: the 3-member cluster of the fault tests
 # The end-to-end telemetry tests run against the real Jaeger and Prometheus.
 export CHALLFN_E2E_MONITORING=1
 export PATH="$root/.bin:$PATH"
