@@ -35,12 +35,23 @@ type fltMember struct {
 
 func fltFreePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return fltFreePorts(t, 1)[0]
+}
+
+// fltFreePorts returns n distinct free loopback addresses: every listener
+// stays open until all are taken, so the kernel cannot hand one port out twice.
+func fltFreePorts(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs
 }
 
 // fltStartCluster starts three members and waits for a leader.
@@ -55,9 +66,10 @@ func fltStartCluster(t testing.TB) *fltEtcdCluster {
 	}
 	c := &fltEtcdCluster{bin: bin}
 	var initial []string
+	ports := fltFreePorts(t, 6)
 	for i := range 3 {
 		m := &fltMember{name: fmt.Sprintf("m%d", i), dir: filepath.Join(t.TempDir(), "data"),
-			client: "http://" + fltFreePort(t), peer: "http://" + fltFreePort(t)}
+			client: "http://" + ports[2*i], peer: "http://" + ports[2*i+1]}
 		c.members = append(c.members, m)
 		initial = append(initial, m.name+"="+m.peer)
 	}
