@@ -71,4 +71,3 @@ func coldMedian(ds []time.Duration) time.Duration {
 }
 
 func coldMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-

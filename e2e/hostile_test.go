@@ -271,7 +271,7 @@ func TestHostileArtifacts(t *testing.T) {
 		{"same file twice", []hostileLayer{{"Pulumi.yaml", project}, {"./Pulumi.yaml", []byte("name: other\nruntime: go\n")}}, "appears twice"},
 		{"file and folder of one name", []hostileLayer{{"Pulumi.yaml", project}, {"d", []byte("x")}, {"d/e", []byte("y")}}, "cannot create"},
 		{"one layer over the cap", []hostileLayer{{"Pulumi.yaml", project}, {"big.bin", hostileRandom(t, capBytes+1)}}, "exceed the 1048576 bytes cap"},
-		{"layers summing over the cap", []hostileLayer{{"Pulumi.yaml", project}, {"a.bin", hostileRandom(t, 400 << 10)}, {"b.bin", hostileRandom(t, 400 << 10)}, {"c.bin", hostileRandom(t, 400 << 10)}}, "exceed the 1048576 bytes cap"},
+		{"layers summing over the cap", []hostileLayer{{"Pulumi.yaml", project}, {"a.bin", hostileRandom(t, 400<<10)}, {"b.bin", hostileRandom(t, 400<<10)}, {"c.bin", hostileRandom(t, 400<<10)}}, "exceed the 1048576 bytes cap"},
 	} {
 		ref := hostilePush(t, host, strings.ReplaceAll(strings.ToLower(tc.name), " ", "-"), tc.layers)
 		r := register(ref)
