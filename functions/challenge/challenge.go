@@ -48,21 +48,13 @@ type handlers struct {
 }
 
 func (h handlers) create(w http.ResponseWriter, r *http.Request, _ []string) {
-	if err := api.LimitBody(w, r, h.maxBody); err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	req, err := api.DecodeCreateChallengeRequest(r.Body)
+	req, err := api.DecodeBody(w, r, h.maxBody, api.DecodeCreateChallengeRequest)
 	if err != nil {
 		apierr.Write(w, err)
 		return
 	}
 	c, err := h.svc.CreateChallenge(r.Context(), req)
-	if err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	api.Write(w, c)
+	api.Respond(w, c, err)
 }
 
 func (h handlers) query(w http.ResponseWriter, r *http.Request, _ []string) {
@@ -75,30 +67,18 @@ func (h handlers) query(w http.ResponseWriter, r *http.Request, _ []string) {
 
 func (h handlers) retrieve(w http.ResponseWriter, r *http.Request, p []string) {
 	c, err := h.svc.RetrieveChallenge(r.Context(), p[0])
-	if err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	api.Write(w, c)
+	api.Respond(w, c, err)
 }
 
 func (h handlers) update(w http.ResponseWriter, r *http.Request, p []string) {
-	if err := api.LimitBody(w, r, h.maxBody); err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	req, err := api.DecodeUpdateChallengeRequest(r.Body)
+	req, err := api.DecodeBody(w, r, h.maxBody, api.DecodeUpdateChallengeRequest)
 	if err != nil {
 		apierr.Write(w, err)
 		return
 	}
 	req.ID = p[0] // the path wins over the body, as with the gateway
 	c, err := h.svc.UpdateChallenge(r.Context(), req)
-	if err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	api.Write(w, c)
+	api.Respond(w, c, err)
 }
 
 func (h handlers) delete(w http.ResponseWriter, r *http.Request, p []string) {

@@ -60,21 +60,13 @@ type handlers struct {
 }
 
 func (h handlers) create(w http.ResponseWriter, r *http.Request, _ []string) {
-	if err := api.LimitBody(w, r, h.maxBody); err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	req, err := api.DecodeCreateInstanceRequest(r.Body)
+	req, err := api.DecodeBody(w, r, h.maxBody, api.DecodeCreateInstanceRequest)
 	if err != nil {
 		apierr.Write(w, err)
 		return
 	}
 	in, err := h.svc.CreateInstance(r.Context(), req)
-	if err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	api.Write(w, in)
+	api.Respond(w, in, err)
 }
 
 func (h handlers) query(w http.ResponseWriter, r *http.Request, _ []string) {
@@ -91,29 +83,17 @@ func (h handlers) query(w http.ResponseWriter, r *http.Request, _ []string) {
 
 func (h handlers) retrieve(w http.ResponseWriter, r *http.Request, p []string) {
 	in, err := h.svc.RetrieveInstance(r.Context(), p[0], p[1])
-	if err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	api.Write(w, in)
+	api.Respond(w, in, err)
 }
 
 func (h handlers) renew(w http.ResponseWriter, r *http.Request, p []string) {
-	if err := api.LimitBody(w, r, h.maxBody); err != nil {
-		apierr.Write(w, err)
-		return
-	}
 	// The body is decoded for its errors only: the path values win.
-	if _, err := api.DecodeRenewInstanceRequest(r.Body); err != nil {
+	if _, err := api.DecodeBody(w, r, h.maxBody, api.DecodeRenewInstanceRequest); err != nil {
 		apierr.Write(w, err)
 		return
 	}
 	in, err := h.svc.RenewInstance(r.Context(), p[0], p[1])
-	if err != nil {
-		apierr.Write(w, err)
-		return
-	}
-	api.Write(w, in)
+	api.Respond(w, in, err)
 }
 
 func (h handlers) delete(w http.ResponseWriter, r *http.Request, p []string) {

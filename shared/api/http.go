@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -208,4 +209,22 @@ func ValidateID(field, id string) error {
 		return invalid("DOT_SEGMENT", "The identifier must not be \".\" or \"..\".")
 	}
 	return nil
+}
+
+// DecodeBody caps r's body at max bytes (see LimitBody) and decodes it with
+// decode: the first step of every route that takes a body.
+func DecodeBody[T any](w http.ResponseWriter, r *http.Request, max int64, decode func(io.Reader) (*T, error)) (*T, error) {
+	if err := LimitBody(w, r, max); err != nil {
+		return nil, err
+	}
+	return decode(r.Body)
+}
+
+// Respond answers a unary call: err in the contract's shape, else m.
+func Respond[M Message](w http.ResponseWriter, m M, err error) {
+	if err != nil {
+		apierr.Write(w, err)
+		return
+	}
+	Write(w, m)
 }
