@@ -186,13 +186,21 @@ func Start(t testing.TB, o Options) *Env {
 	return e
 }
 
-var pushed sync.Map // registry host + name → ref
+// pushed remembers what each registry already holds. It is keyed by the
+// registry itself, not its host: a closed registry's port is soon handed to
+// a new, empty one.
+var pushed sync.Map // pushKey → ref
+
+type pushKey struct {
+	reg  *registry.Server
+	name string
+}
 
 // Scenario pushes scenarios/<name> (once per registry) and returns its
 // reference.
 func (e *Env) Scenario(t testing.TB, name string) string {
 	t.Helper()
-	key := e.Registry.Host() + "/" + name
+	key := pushKey{e.Registry, name}
 	if ref, ok := pushed.Load(key); ok {
 		return ref.(string)
 	}

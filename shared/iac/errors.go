@@ -30,6 +30,11 @@ func (e *OpError) Error() string {
 
 func (e *OpError) Unwrap() error { return e.Err }
 
+// ErrStackLocked is returned (wrapped) when another engine holds the stack's
+// lock: a live one, or a dead one whose lock is not stale yet (see stale.go).
+// Nothing was done; the same operation succeeds later.
+var ErrStackLocked = errors.New("the stack is locked by another engine")
+
 // ErrOldNotDestroyed is returned (wrapped) by a blue-green update whose new stack is up but
 // whose old stack could not be destroyed: the new identity and outputs returned with it are
 // valid, and the old stack is left for the janitor (see ListStacks, DestroyStack).

@@ -190,6 +190,8 @@ func (ws *opWorkspace) run(ctx context.Context, args ...string) result {
 	}
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (after %s): %w", ctx.Err(), ws.e.cfg.OpTimeout, err)
+	} else if err != nil && stackLocked.MatchString(stderr) {
+		err = fmt.Errorf("%w: %w", ErrStackLocked, err)
 	}
 	return result{stdout: stdout, stderr: stderr, err: err}
 }

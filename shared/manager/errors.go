@@ -75,6 +75,11 @@ func engineError(ctx context.Context, err error, what string, debug bool) error 
 	if e := storeError(err); e != err {
 		return e
 	}
+	if errors.Is(err, iac.ErrStackLocked) {
+		// Another deployment (or a crashed one, until its lock is stale)
+		// holds the stack: nothing changed, a retry will do.
+		return apierr.Unavailable(what + " failed: the instance is being changed by another deployment, try again later.").WithCause(err)
+	}
 	msg := what + " failed."
 	if debug {
 		var oe *iac.OpError

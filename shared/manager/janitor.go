@@ -20,6 +20,13 @@ type StackLister interface {
 	ListStacks(ctx context.Context) ([]iac.StackRef, error)
 }
 
+// LockSweeper is what a StackLister may also do: delete the stale locks of
+// stacks that do not exist (iac.Engine.SweepLocks), left by engines killed
+// during `stack init` or `stack rm`.
+type LockSweeper interface {
+	SweepLocks(ctx context.Context, stacks []iac.StackRef) (int, error)
+}
+
 // JanitorReport is what one janitor run did.
 type JanitorReport struct {
 	// Skipped: another janitor run held the singleton lock.
@@ -33,6 +40,8 @@ type JanitorReport struct {
 	// Orphans: stacks without record destroyed; Suspects: seen for the first
 	// time, destroyed at a later run if still unknown.
 	Orphans, Suspects int
+	// StaleLocks: engine lock files of stacks that do not exist, deleted.
+	StaleLocks int
 	// Failures of individual steps (logged).
 	Failures int
 }
@@ -144,7 +153,7 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 		}
 	}
 	m.log.InfoContext(ctx, "janitor run", "expired", rep.Expired, "pool_fills", rep.PoolFills,
-		"pool_shrinks", rep.PoolShrinks, "orphans", rep.Orphans, "failures", rep.Failures)
+		"pool_shrinks", rep.PoolShrinks, "orphans", rep.Orphans, "stale_locks", rep.StaleLocks, "failures", rep.Failures)
 	return rep, nil
 }
 
@@ -213,6 +222,14 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now tim
 		}
 		rep.Orphans++
 		m.log.InfoContext(ctx, "orphan stack destroyed", "project", ref.Project, "identity", ref.Identity)
+	}
+	if sw, ok := stacks.(LockSweeper); ok {
+		n, err := sw.SweepLocks(ctx, refs)
+		rep.StaleLocks += n
+		if err != nil {
+			rep.Failures++
+			m.log.WarnContext(ctx, "sweeping stale engine locks", "error", err)
+		}
 	}
 	b, _ := json.Marshal(next)
 	return m.o.Store.PutMeta(ctx, "orphan-suspects", b)
