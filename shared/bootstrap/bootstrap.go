@@ -77,6 +77,9 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		BackendURL: cfg.PulumiBackendURL,
 		Passphrase: cfg.PulumiPassphrase,
 		OpTimeout:  cfg.DeployTimeout,
+		// Deployments queue here, not in front of the function: reads
+		// keep flowing when every engine slot is busy.
+		MaxProcesses: int(cfg.EngineConcurrency),
 	})
 	if err != nil {
 		cli.Close()

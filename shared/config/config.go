@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,9 @@ type Config struct {
 	PulumiBackendURL string
 	PulumiPassphrase string
 	DeployTimeout    time.Duration
+	// EngineConcurrency bounds the engine processes one function instance
+	// runs at once (iac.Config.MaxProcesses).
+	EngineConcurrency int64
 
 	ScenarioStoreURL string
 	CacheDir         string
@@ -42,6 +46,13 @@ type Config struct {
 	LogLevel         string
 	Debug            bool
 }
+
+// DefaultEngineConcurrency is ENGINE_CONCURRENCY's default: two engine
+// processes per CPU the Go runtime may use (GOMAXPROCS follows the
+// container's CPU limit), at least two. An engine process is CPU-bound
+// (~0.5 CPU-second per deployment of a small scenario here) and waits on its
+// plugins half of the time.
+func DefaultEngineConcurrency() int64 { return int64(max(2, 2*runtime.GOMAXPROCS(0))) }
 
 // Getenv is the source of variables; os.Getenv in production, a map in tests.
 type Getenv func(string) string
@@ -86,6 +97,7 @@ func Load(env Getenv) (Config, error) {
 
 	c.LockTTL, errs = duration(env, "LOCK_TTL", 10*time.Second, errs)
 	c.DeployTimeout, errs = duration(env, "DEPLOY_TIMEOUT", 540*time.Second, errs)
+	c.EngineConcurrency, errs = integer(env, "ENGINE_CONCURRENCY", DefaultEngineConcurrency(), errs)
 	c.OrphanGrace, errs = duration(env, "JANITOR_ORPHAN_GRACE", 10*time.Minute, errs)
 	c.OCIInsecure, errs = boolean(env, "OCI_INSECURE", errs)
 	c.Debug, errs = boolean(env, "CHALLFN_DEBUG", errs)

@@ -49,6 +49,14 @@ type Config struct {
 	// NewIdentity makes identities for blue-green updates and previews; default
 	// NewIdentity (contract §4.13).
 	NewIdentity func() string
+	// MaxProcesses bounds how many engine processes of operations (`stack
+	// init`, `up`, `destroy`, `preview`...) run at once; more wait their turn
+	// (span "pulumi.queue"). 0 means no bound. Each one is a CPU-bound
+	// process tree of ~100 MiB: a bound keeps a function instance's memory
+	// in its limit and lets its cheap requests (reads) through while
+	// deployments queue, where the platform's request concurrency limit would
+	// queue the reads behind them.
+	MaxProcesses int
 }
 
 // Engine runs Pulumi operations on stacks of one backend. It is safe for concurrent use:
@@ -60,6 +68,9 @@ type Engine struct {
 	// cmd runs every CLI process of every workspace: made once, as NewPulumiCommand runs
 	// `pulumi version` each time.
 	cmd auto.PulumiCommand
+	// slots bounds the concurrent engine processes (Config.MaxProcesses);
+	// nil when unbounded.
+	slots chan struct{}
 }
 
 // New checks cfg and returns an Engine. It starts one process, the `pulumi version` that
@@ -100,7 +111,11 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("iac: pulumi CLI: %w", err)
 	}
-	return &Engine{cfg: cfg, bin: path, cmd: cmd}, nil
+	e := &Engine{cfg: cfg, bin: path, cmd: cmd}
+	if cfg.MaxProcesses > 0 {
+		e.slots = make(chan struct{}, cfg.MaxProcesses)
+	}
+	return e, nil
 }
 
 // NewIdentity returns a fresh instance identity: 16 random bytes, SHA-256, the first 16
@@ -317,6 +332,9 @@ type StackRef struct {
 	Identity string
 }
 
+// listAttempts is how many times ListStacks tries (see there).
+const listAttempts = 3
+
 // ListStacks lists every stack of the backend, all projects included. One CLI process
 // (Workspace.ListStacks).
 func (e *Engine) ListStacks(ctx context.Context) ([]StackRef, error) {
@@ -327,7 +345,17 @@ func (e *Engine) ListStacks(ctx context.Context) ([]StackRef, error) {
 	defer ws.close()
 	lctx, cancel := ws.withTimeout(ctx)
 	defer cancel()
-	sums, err := ws.ws.ListStacks(lctx, optlist.All())
+	// `stack ls` reads every stack's checkpoint, and a DIY backend rewrites
+	// them in place (no_tmp_dir): a listing taken while an engine writes one
+	// fails with "EOF". A moment later the file is whole again.
+	var sums []auto.StackSummary
+	for attempt := 1; ; attempt++ {
+		sums, err = ws.ws.ListStacks(lctx, optlist.All())
+		if err == nil || attempt == listAttempts || lctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, autoOpError("list", "", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/config"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/workspace"
+
+	"github.com/challfn/challfn/shared/telemetry"
 )
 
 // opWorkspace is one operation's auto.LocalWorkspace, in a directory of its own: a
@@ -181,6 +183,7 @@ type result struct {
 // its context. On expiry Run sends SIGINT (pulumi then cancels cleanly and releases the
 // stack lock) and kills the process 10 s later if still running.
 func (ws *opWorkspace) run(ctx context.Context, args ...string) result {
+	defer ws.e.acquire(ctx)()
 	ctx, cancel := context.WithTimeout(ctx, ws.e.cfg.OpTimeout)
 	defer cancel()
 	stdout, stderr, _, err := ws.ws.PulumiCommand().Run(ctx, ws.ws.WorkDir(), nil, nil, nil, ws.cmdEnv(), args...)
@@ -194,6 +197,23 @@ func (ws *opWorkspace) run(ctx context.Context, args ...string) result {
 		err = fmt.Errorf("%w: %w", ErrStackLocked, err)
 	}
 	return result{stdout: stdout, stderr: stderr, err: err}
+}
+
+// acquire waits for an engine process slot (Config.MaxProcesses) and
+// returns its release. ctx is detached (decision 5): accepted work waits for
+// its turn however long the queue is; the timeout starts with the process.
+func (e *Engine) acquire(ctx context.Context) (release func()) {
+	if e.slots == nil {
+		return func() {}
+	}
+	select {
+	case e.slots <- struct{}{}:
+	default:
+		_, span := telemetry.Start(ctx, "pulumi.queue")
+		e.slots <- struct{}{}
+		span.End()
+	}
+	return func() { <-e.slots }
 }
 
 // cmdEnv is the environment of a CLI process run in the workspace.

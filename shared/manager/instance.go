@@ -507,6 +507,21 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 	if d.Reason == "expired" && !expiry.Expired(m.now(), in.Until) {
 		return nil // renewed since the janitor looked
 	}
+	if d.Reason == "pool-shrink" && !in.Pooled() {
+		return nil // claimed since the janitor looked
+	}
+	if in.Pooled() && !in.Draining {
+		// Claims take no instance lock (one transaction on the pool key):
+		// out of the pool first, so that no player is handed an instance
+		// being destroyed.
+		err := m.o.Store.Withdraw(ctx, in, held.Fence()...)
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			return nil // claimed (or deleted) meanwhile
+		}
+		if err != nil {
+			return storeError(err)
+		}
+	}
 	if err := held.ReleaseChallenge(ctx); err != nil {
 		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
 	}

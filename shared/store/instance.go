@@ -32,7 +32,9 @@ func (s *Store) writeOps(i *Instance) ([]clientv3.Op, error) {
 	}
 	ops := []clientv3.Op{clientv3.OpPut(s.instKey(i.ChallengeID, i.Identity), string(v))}
 	if i.Pooled() {
-		ops = append(ops, clientv3.OpPut(s.poolKey(i.ChallengeID, i.Identity), string(v)))
+		if !i.Draining {
+			ops = append(ops, clientv3.OpPut(s.poolKey(i.ChallengeID, i.Identity), string(v)))
+		}
 	} else {
 		ops = append(ops, clientv3.OpPut(s.srcKey(i.ChallengeID, i.SourceID), string(v)))
 		if i.Until != nil {
@@ -402,6 +404,24 @@ func (s *Store) ReplaceInstance(ctx context.Context, old, next *Instance, fence 
 		return fmt.Errorf("%w: instance %q", ErrConflict, stored.Identity)
 	}
 	next.committed(r.rev)
+	return nil
+}
+
+// Withdraw takes a pooled instance read at i.Rev out of the pool before it
+// is destroyed, in one transaction: from then on no claim can take it (a
+// claim commits only while the pool key it read is unchanged). ErrConflict
+// if the instance changed since (a player claimed it), ErrNotFound if gone.
+// i.Draining and i.Rev are updated on success.
+func (s *Store) Withdraw(ctx context.Context, i *Instance, fence ...clientv3.Cmp) error {
+	if !i.Pooled() {
+		return fmt.Errorf("%w: instance %q is claimed", ErrConflict, i.Identity)
+	}
+	next := *i
+	next.Draining = true
+	if err := s.ReplaceInstance(ctx, i, &next, fence...); err != nil {
+		return err
+	}
+	*i = next
 	return nil
 }
 

@@ -96,6 +96,9 @@ type Instance struct {
 	FailedGeneration int64  `json:"failedGeneration,omitempty"`
 	LastError        string `json:"lastError,omitempty"`
 	DeleteFailed     bool   `json:"deleteFailed,omitempty"` // last destroy failed (LastError)
+	// Draining: a pooled instance withdrawn from the pool to be destroyed
+	// (Withdraw); no claim can take it any more.
+	Draining bool `json:"draining,omitempty"`
 	Rev              int64  `json:"-"`
 
 	// stored is the record as read at Rev: which index keys to replace.

@@ -327,6 +327,54 @@ func TestClaimRace(t *testing.T) {
 	}
 }
 
+// A pooled instance being destroyed must never be claimed: Withdraw and
+// ClaimPooled race on the same record, and exactly one of them wins.
+func TestWithdrawVersusClaim(t *testing.T) {
+	s, cli := newStore(t)
+	ctx := context.Background()
+	addChallenge(t, s, "c")
+
+	// Withdrawn first: the claim finds the pool empty, and rewriting the
+	// draining record (a failed destroy is recorded) does not re-pool it.
+	p1 := addPooled(t, s, cli, "c", "p1")
+	must(t, s.Withdraw(ctx, p1))
+	_, err := s.ClaimPooled(ctx, "c", "s1", nil)
+	wantErr(t, err, store.ErrPoolEmpty)
+	p1.DeleteFailed = true
+	must(t, s.PutInstance(ctx, p1))
+	_, err = s.ClaimPooled(ctx, "c", "s1", nil)
+	wantErr(t, err, store.ErrPoolEmpty)
+	must(t, s.DeleteInstance(ctx, p1))
+
+	// Claimed first: the withdrawal of the record as read before fails.
+	p2 := addPooled(t, s, cli, "c", "p2")
+	if _, err := s.ClaimPooled(ctx, "c", "s2", nil); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.Withdraw(ctx, p2), store.ErrConflict)
+	in, err := s.InstanceBySource(ctx, "c", "s2")
+	if err != nil || in.Identity != "p2" || in.Draining {
+		t.Fatalf("claimed instance: %+v, %v", in, err)
+	}
+
+	// Concurrently, many times: never both.
+	for k := range 20 {
+		id := fmt.Sprintf("r%d", k)
+		in := addPooled(t, s, cli, "c", id)
+		var werr, cerr error
+		var wg sync.WaitGroup
+		wg.Go(func() { werr = s.Withdraw(ctx, in) })
+		wg.Go(func() { _, cerr = s.ClaimPooled(ctx, "c", "x"+id, nil) })
+		wg.Wait()
+		if (werr == nil) == (cerr == nil) {
+			t.Fatalf("round %d: withdraw %v, claim %v: want exactly one winner", k, werr, cerr)
+		}
+		cur, err := s.InstanceByIdentity(ctx, "c", id)
+		must(t, err)
+		must(t, s.DeleteInstance(ctx, cur))
+	}
+}
+
 func TestInstanceUpdateAndDelete(t *testing.T) {
 	s, cli := newStore(t)
 	ctx := context.Background()
