@@ -20,7 +20,7 @@ locals {
     instance = {
       http        = true
       ingress     = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
-      concurrency = 40 # deployments queue inside (ENGINE_CONCURRENCY); reads do not wait behind them
+      concurrency = 200 # deployments queue inside (ENGINE_CONCURRENCY); reads do not wait behind them
       min         = var.instance_min_instances
       cpu         = "1"
       memory      = "2Gi"

@@ -312,6 +312,19 @@ func (l *Locker) Acquire(ctx context.Context, c Chain) (_ *Held, err error) {
 	return h, nil
 }
 
+// InstanceBusy reports whether anyone holds or waits for an instance-level
+// lock of challenge (identity, or a name such as the pool's). Work that
+// someone else is already doing, and that a scheduler asks for again
+// anyway, can then step aside instead of queueing behind it.
+func (l *Locker) InstanceBusy(ctx context.Context, challenge, identity string) (bool, error) {
+	lv := l.instance(challenge, identity, Read)
+	resp, err := l.cli.Get(ctx, lv.dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return false, fmt.Errorf("lock: busy %s/%s: %w", challenge, identity, err)
+	}
+	return resp.Count > 0, nil
+}
+
 // TryLock takes the singleton lock name in writer mode without waiting;
 // ErrLocked when someone holds it.
 func (l *Locker) TryLock(ctx context.Context, name string) (_ *Held, err error) {

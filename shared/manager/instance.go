@@ -365,49 +365,72 @@ func errorSummary(err error) string {
 	return err.Error()
 }
 
-// fillPool handles a pool-fill event: deploy one pooled instance if the
-// challenge still wants one. The decision and the reservation happen under
-// the challenge's pool lock so concurrent or duplicate events never overshoot.
+// fillPool handles a pool-fill event: deploy pooled instances while the
+// challenge wants more. Decisions and reservations happen under the
+// challenge's pool lock, so concurrent or duplicate events never overshoot.
+// When a fill of the challenge is already running, the event steps aside:
+// the running fill goes on until the pool is full (claims and the janitor
+// send fills far more often than a deployment takes, and each used to wait
+// for the pool lock while holding a request slot).
 func (m *Manager) fillPool(ctx context.Context, d events.PoolFill) error {
 	ctx, span := telemetry.Start(ctx, "pool.fill")
 	defer span.End()
+	if busy, err := m.o.Locks.InstanceBusy(ctx, d.ChallengeID, poolLockName); err != nil || busy {
+		return storeError(err)
+	}
+	for range maxFillsPerEvent {
+		more, err := m.fillOne(ctx, d)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxFillsPerEvent bounds the deployments one fill event makes (each one
+// re-checks the need; the bound only guards against a runaway loop).
+const maxFillsPerEvent = 100
+
+// fillOne deploys one pooled instance if the challenge wants one; more is
+// false when it did not need to.
+func (m *Manager) fillOne(ctx context.Context, d events.PoolFill) (more bool, err error) {
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: d.ChallengeID, ChallengeMode: lock.Read, Instance: poolLockName, InstanceMode: lock.Write})
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer held.Release(ctx)
 	c, err := m.o.Store.GetChallenge(ctx, d.ChallengeID)
 	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
-		return nil // gone: nothing to fill
+		return false, nil // gone: nothing to fill
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if expiry.Expired(m.now(), c.Until) {
-		return nil
+		return false, nil
 	}
 	counts, err := m.o.Store.PoolCounts(ctx, c.ID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// Reservations in flight count as pooled: they will be.
 	if pool.NewDelta(c.Min, c.Max, counts.Claimed, counts.Pooled+counts.Reserved).Create <= 0 {
-		return nil
+		return false, nil
 	}
 	id := identity.New()
 	ctx = telemetry.WithIdentity(ctx, id)
 	if err := m.o.Store.Reserve(ctx, c.ID, "", id, held.Lease(), held.Fence()...); err != nil {
-		return err
+		return false, err
 	}
 	// The pool lock stays held during the deployment: fills of one challenge
 	// run one at a time (fills of different challenges run in parallel).
 	in, err := m.deploy(ctx, c, id, "", nil, held)
 	if err != nil {
 		_ = m.o.Store.Unreserve(context.WithoutCancel(ctx), c.ID, "", id)
-		return err
+		return false, err
 	}
 	m.log.InfoContext(ctx, "instance added to pool", "connection_info_set", in.ConnectionInfo != "")
-	return nil
+	return true, nil
 }
 
 // poolLockName is the instance-level lock that serialises pool decisions of
@@ -492,6 +515,16 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete) error {
 	ctx, span := telemetry.Start(ctx, "instance.delete")
 	defer span.End()
+	if d.Reason == "expired" || d.Reason == "pool-shrink" {
+		// The janitor asks again at its next run if still needed: when
+		// the instance is being deleted (an earlier request of the same
+		// janitor work), renewed or updated right now, step aside rather
+		// than wait. Under load, waiting deletions piled up by the hundred
+		// and held the function's request slots.
+		if busy, err := m.o.Locks.InstanceBusy(ctx, d.ChallengeID, d.Identity); err != nil || busy {
+			return storeError(err)
+		}
+	}
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: d.ChallengeID, ChallengeMode: lock.Read, Instance: d.Identity, InstanceMode: lock.Write})
 	if err != nil {
 		return err

@@ -133,6 +133,18 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 		if expiry.Expired(now, c.Until) {
 			continue // no pool work for an expired challenge
 		}
+		// A withdrawn instance whose destruction failed is not in the pool
+		// any more: destroy it again, and do not count it as pooled.
+		live := pooled[:0:0]
+		for _, in := range pooled {
+			if in.Draining {
+				work = append(work, deleteWork(c.ID, in.Identity, "pool-shrink"))
+				rep.PoolShrinks++
+			} else {
+				live = append(live, in)
+			}
+		}
+		pooled = live
 		delta := pool.NewDelta(c.Min, c.Max, int64(len(claimed)), int64(len(pooled))+reserved[c.ID])
 		for i := int64(0); i < delta.Create; i++ {
 			work = append(work, fillWork(c.ID))
