@@ -98,8 +98,8 @@ type Instance struct {
 	DeleteFailed     bool   `json:"deleteFailed,omitempty"` // last destroy failed (LastError)
 	// Draining: a pooled instance withdrawn from the pool to be destroyed
 	// (Withdraw); no claim can take it any more.
-	Draining bool `json:"draining,omitempty"`
-	Rev              int64  `json:"-"`
+	Draining bool  `json:"draining,omitempty"`
+	Rev      int64 `json:"-"`
 
 	// stored is the record as read at Rev: which index keys to replace.
 	stored *Instance
