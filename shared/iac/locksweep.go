@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
 	_ "gocloud.dev/blob/azureblob" // azblob://
 	_ "gocloud.dev/blob/fileblob"  // file://
 	_ "gocloud.dev/blob/gcsblob"   // gs://
@@ -68,6 +69,9 @@ func (e *Engine) SweepLocks(ctx context.Context, stacks []StackRef) (int, error)
 			continue
 		}
 		at, err := lockTime(ctx, b, obj)
+		if gcerrors.Code(err) == gcerrors.NotFound {
+			continue // released since the listing: the usual case
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -75,7 +79,7 @@ func (e *Engine) SweepLocks(ctx context.Context, stacks []StackRef) (int, error)
 		if now.Sub(at) < staleAfter {
 			continue // a `stack init` may be writing this stack right now
 		}
-		if err := b.Delete(ctx, obj.Key); err != nil {
+		if err := b.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
 			errs = append(errs, fmt.Errorf("iac: delete lock %s: %w", obj.Key, err))
 			continue
 		}

@@ -555,8 +555,23 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 			return storeError(err)
 		}
 	}
+	// An expired claimed instance frees room under max: the same refill
+	// rule as a player's deletion (counted before, under the challenge lock).
+	var refill bool
+	if d.Reason == "expired" {
+		c, cerr := m.o.Store.GetChallenge(ctx, d.ChallengeID)
+		counts, nerr := m.o.Store.PoolCounts(ctx, d.ChallengeID)
+		refill = cerr == nil && nerr == nil && !c.Deleting && !expiry.Expired(m.now(), c.Until) &&
+			pool.RefillAfterDelete(c.Min, c.Max, counts.Pooled, counts.Total)
+	}
 	if err := held.ReleaseChallenge(ctx); err != nil {
 		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
 	}
-	return m.destroy(ctx, destroyOp(d.Reason), in, held)
+	if err := m.destroy(ctx, destroyOp(d.Reason), in, held); err != nil {
+		return err
+	}
+	if refill {
+		m.requestPoolFills(ctx, d.ChallengeID, 1)
+	}
+	return nil
 }
