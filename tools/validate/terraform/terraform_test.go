@@ -129,7 +129,7 @@ func TestBrokenCopies(t *testing.T) {
 		{"service without its service account", "main.tf", "    service_account                  = google_service_account.fn[each.key].email\n", "", "missing template.service_account"},
 		{"default compute service account", "main.tf", "google_service_account.fn[each.key].email\n    timeout", "\"123-compute@developer.gserviceaccount.com\"\n    timeout", "dedicated google_service_account"},
 		{"service scaling removed", "main.tf", "      max_instance_count = var.max_instances[each.key]\n", "", "missing template.scaling.max_instance_count"},
-		{"open ingress", "main.tf", "ingress     = \"INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER\"\n      concurrency = 10", "ingress     = \"INGRESS_TRAFFIC_ALL\"\n      concurrency = 10", "INGRESS_TRAFFIC_ALL bypasses"},
+		{"open ingress", "main.tf", "ingress     = \"INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER\"\n      concurrency = 200", "ingress     = \"INGRESS_TRAFFIC_ALL\"\n      concurrency = 200", "INGRESS_TRAFFIC_ALL bypasses"},
 		{"resource type typo", "events.tf", "resource \"google_pubsub_topic\" \"events\"", "resource \"google_pubsub_topik\" \"events\"", "not in the schema"},
 		{"api_url output removed", "outputs.tf", "output \"api_url\"", "output \"base_url\"", `missing output "api_url"`},
 		{"variable without description", "variables.tf", "  description = \"Comma-separated etcd client URLs (e.g. http://10.0.0.5:2379), reachable through the VPC egress below.\"\n", "", `variable "etcd_endpoints" has no description`},
