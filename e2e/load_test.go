@@ -46,7 +46,6 @@ import (
 func TestLoad(t *testing.T) {
 	p := loadParamsFromEnv(t)
 	t.Logf("LOAD parameters: %d players, %d challenges, %s, janitors every %s", p.Players, p.Challenges, p.Duration, p.JanitorEvery)
-	root := testenv.Root()
 	tmp := t.TempDir()
 	env := testenv.Start(t, testenv.Options{Events: testenv.Inline})
 	outputs, tcp := env.Scenario(t, "outputs"), env.Scenario(t, "example-tcp")
@@ -63,17 +62,11 @@ func TestLoad(t *testing.T) {
 	front.Start()
 	t.Cleanup(front.Close)
 
-	common := []string{
-		"ETCD_ENDPOINTS=" + env.Etcd.Endpoints()[0],
-		"PULUMI_BACKEND_URL=file://" + filepath.Join(env.Dir, "state"),
-		"PULUMI_CONFIG_PASSPHRASE=challfn-test",
-		"SCENARIO_STORE_URL=file://" + filepath.Join(env.Dir, "scenarios"),
-		"OCI_INSECURE=true",
-		"CHALLFN_PULUMI=" + filepath.Join(root, ".bin", "pulumi"),
-		"EVENTS_SINK_URL=" + front.URL + "/broker",
-		"OTEL_EXPORTER_OTLP_ENDPOINT=" + otlpSrv.URL,
+	common := functionEnv(env,
+		"EVENTS_SINK_URL="+front.URL+"/broker",
+		"OTEL_EXPORTER_OTLP_ENDPOINT="+otlpSrv.URL,
 		"LOG_LEVEL=warn",
-	}
+	)
 	procs := map[string][]*monitoringFunction{}
 	pids := map[int]string{}
 	for _, target := range []string{"challenge", "instance", "janitor"} {

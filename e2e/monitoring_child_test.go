@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/funcmain"
 )
 
@@ -96,4 +97,17 @@ func tailString(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// functionEnv is what a function process needs to share env's etcd, Pulumi
+// backend and scenario store, followed by extra ("KEY=value").
+func functionEnv(env *testenv.Env, extra ...string) []string {
+	return append([]string{
+		"ETCD_ENDPOINTS=" + env.Etcd.Endpoints()[0],
+		"PULUMI_BACKEND_URL=file://" + filepath.Join(env.Dir, "state"),
+		"PULUMI_CONFIG_PASSPHRASE=challfn-test",
+		"SCENARIO_STORE_URL=file://" + filepath.Join(env.Dir, "scenarios"),
+		"OCI_INSECURE=true",
+		"CHALLFN_PULUMI=" + filepath.Join(testenv.Root(), ".bin", "pulumi"),
+	}, extra...)
 }

@@ -85,18 +85,12 @@ func TestMonitoring(t *testing.T) {
 		brokerTarget.Load().ServeHTTP(w, r)
 	}))
 	t.Cleanup(brokerSrv.Close)
-	common := []string{
-		"ETCD_ENDPOINTS=" + env.Etcd.Endpoints()[0],
-		"PULUMI_BACKEND_URL=file://" + filepath.Join(env.Dir, "state"),
-		"PULUMI_CONFIG_PASSPHRASE=challfn-test",
-		"SCENARIO_STORE_URL=file://" + filepath.Join(env.Dir, "scenarios"),
-		"OCI_INSECURE=true",
-		"CHALLFN_PULUMI=" + filepath.Join(root, ".bin", "pulumi"),
+	common := functionEnv(env,
 		"LOCK_TTL=5s",
-		"EVENTS_SINK_URL=" + brokerSrv.URL,
-		"OTEL_EXPORTER_OTLP_ENDPOINT=" + stack.OTLP,
+		"EVENTS_SINK_URL="+brokerSrv.URL,
+		"OTEL_EXPORTER_OTLP_ENDPOINT="+stack.OTLP,
 		"LOG_LEVEL=info",
-	}
+	)
 	fn := map[string]*monitoringFunction{}
 	for _, target := range []string{"challenge", "instance", "janitor"} {
 		fn[target] = startMonitoringFunction(t, tmp, target, append(slices.Clone(common), "CACHE_DIR="+filepath.Join(tmp, target+"-cache")))
