@@ -318,9 +318,13 @@ func fltWaitGone(t testing.TB, s *fltShared, prefix string, timeout time.Duratio
 }
 
 // fltPulumiLocks lists the engine's stack lock files in the backend.
-func fltPulumiLocks(s *fltShared) []string {
+func fltPulumiLocks(s *fltShared) []string { return engineLocks(s.Dir) }
+
+// engineLocks lists the stack lock files of the file:// backend in
+// dir/state.
+func engineLocks(dir string) []string {
 	var out []string
-	root := filepath.Join(s.Dir, "state", ".pulumi", "locks")
+	root := filepath.Join(dir, "state", ".pulumi", "locks")
 	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		// Only finished lock files: a .tmp is a write cut short, which the
 		// engine does not take for a lock.

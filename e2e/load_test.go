@@ -367,7 +367,7 @@ func TestLoad(t *testing.T) {
 	if k := loadKeys(t, env.Client, "/challfn/"); len(k) != 0 {
 		t.Errorf("etcd keys left: %v", k)
 	}
-	if l := loadEngineLocks(env.Dir); len(l) != 0 {
+	if l := engineLocks(env.Dir); len(l) != 0 {
 		t.Errorf("engine locks left: %v", l)
 	}
 	leaked := 0
@@ -534,6 +534,12 @@ func (l *loadLedger) unexpected(format string, args ...any) {
 	l.anomaly(&l.counts.Unexpected, format, args...)
 }
 
+func (l *loadLedger) lost(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.anomaly(&l.counts.Lost, format, args...)
+}
+
 // loadPlayer plays like a CTFd user through the plugin: boot an instance,
 // look at it now and then, renew it, and delete it or walk away.
 type loadPlayer struct {
@@ -626,9 +632,7 @@ func (p *loadPlayer) session(cid string, stop <-chan struct{}) bool {
 			l.released(key, &l.counts.Expired, svc)
 			return
 		}
-		l.mu.Lock()
-		l.anomaly(&l.counts.Lost, "%s: %s answered %d before until %s: %s", key, what, code, h.Until.Format(time.RFC3339), b)
-		l.mu.Unlock()
+		l.lost("%s: %s answered %d before until %s: %s", key, what, code, h.Until.Format(time.RFC3339), b)
 	}
 	look := func() bool {
 		code, b := p.call("GET", path, "")
@@ -689,9 +693,7 @@ func (p *loadPlayer) session(cid string, stop <-chan struct{}) bool {
 	if p.rnd.IntN(10) < 3 {
 		// Walks away: the janitor deletes it at until.
 		p.abandoned[cid] = h.Until
-		l.mu.Lock()
-		l.counts.Abandoned++
-		l.mu.Unlock()
+		l.count(&l.counts.Abandoned)
 		return true
 	}
 	code, b = p.call("DELETE", path, "")
@@ -771,17 +773,6 @@ func loadKeys(t testing.TB, cli *clientv3.Client, prefix string) []string {
 		}
 		out = append(out, k)
 	}
-	return out
-}
-
-func loadEngineLocks(dir string) []string {
-	var out []string
-	_ = filepath.WalkDir(filepath.Join(dir, "state", ".pulumi", "locks"), func(path string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".json") {
-			out = append(out, path)
-		}
-		return nil
-	})
 	return out
 }
 

@@ -79,11 +79,12 @@ func (e *Engine) SweepLocks(ctx context.Context, stacks []StackRef) (int, error)
 		if now.Sub(at) < staleAfter {
 			continue // a `stack init` may be writing this stack right now
 		}
-		if err := b.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		switch err := b.Delete(ctx, obj.Key); {
+		case err == nil:
+			removed++
+		case gcerrors.Code(err) != gcerrors.NotFound:
 			errs = append(errs, fmt.Errorf("iac: delete lock %s: %w", obj.Key, err))
-			continue
 		}
-		removed++
 	}
 	return removed, errors.Join(errs...)
 }
