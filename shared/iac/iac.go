@@ -50,6 +50,9 @@ type Program struct {
 type Outputs struct {
 	ConnectionInfo string
 	Flags          []string
+	// Ignored describes outputs of a shape upstream ignores (see ParseOutputs): the
+	// deployment goes on, and the caller logs them for the ChallMaker.
+	Ignored []string
 }
 
 // Strategy is a hot-update strategy (contract §4.14).

@@ -23,7 +23,8 @@ import (
 // existence (409 before any registry work), then the scenario is resolved,
 // compiled once and previewed, then saved. The pool is filled by events; the
 // response does not wait for it.
-func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeRequest) (*api.Challenge, error) {
+func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeRequest) (_ *api.Challenge, err error) {
+	defer func() { m.report(ctx, "challenge creation", err) }()
 	if err := api.ValidateID("id", req.ID); err != nil {
 		return nil, err
 	}
@@ -45,7 +46,7 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 	}
 	sc, err := m.o.Scenarios.Register(ctx, req.Scenario, req.Additional)
 	if err != nil {
-		return nil, scenarioError(err, req.Scenario, true)
+		return nil, m.scenarioError(err, req.Scenario, true)
 	}
 	c := &store.Challenge{
 		ID:         req.ID,
@@ -77,6 +78,11 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 // deployment.
 func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (*api.Challenge, error) {
 	c, claimed, err := m.o.Store.ChallengeWithInstances(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		err = storeError(err)
+		m.report(telemetry.WithChallenge(ctx, id), "challenge retrieval", err)
+		return nil, err
+	}
 	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
 		return nil, apierr.ChallengeNotFound(id)
 	}
@@ -92,7 +98,9 @@ func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (*api.Challe
 func (m *Manager) QueryChallenges(ctx context.Context, send func(*api.Challenge) error) error {
 	views, err := m.o.Store.AllChallenges(ctx)
 	if err != nil {
-		return storeError(err)
+		err = storeError(err)
+		m.report(ctx, "challenge query", err)
+		return err
 	}
 	for _, v := range views {
 		if v.Challenge.Deleting {
@@ -132,7 +140,8 @@ func strategyOf(s api.UpdateStrategy) (iac.Strategy, error) {
 // Sending the identical request again is how a client waits for (or retries)
 // an update: it re-sends events only for instances not yet converged, and is a
 // fast no-op once everything is (digests and additional values unchanged).
-func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeRequest) (*api.Challenge, error) {
+func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeRequest) (_ *api.Challenge, err error) {
+	defer func() { m.report(ctx, "challenge update", err) }()
 	if err := api.CheckUpdateMask(req.UpdateMask); err != nil {
 		return nil, err
 	}
@@ -169,7 +178,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 		}
 		digest, err := m.o.Scenarios.Resolve(ctx, newRef)
 		if err != nil {
-			return nil, scenarioError(err, newRef, true)
+			return nil, m.scenarioError(err, newRef, true)
 		}
 		if digest == c.Digest {
 			newRef = "" // same content: keep the stored reference (upstream)
@@ -195,7 +204,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	if newRef != "" {
 		sc, err := m.o.Scenarios.Register(ctx, newRef, c.Additional)
 		if err != nil {
-			return nil, scenarioError(err, newRef, true)
+			return nil, m.scenarioError(err, newRef, true)
 		}
 		c.Scenario, c.Digest, c.Project = newRef, sc.Digest, sc.Program.Project
 	}
@@ -274,7 +283,8 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 // The challenge is hidden at once (404 for every other call); destructions
 // are fanned out as events and awaited like updates. A failed or unfinished
 // deletion keeps what is left: sending the DELETE again resumes it.
-func (m *Manager) DeleteChallenge(ctx context.Context, id string) error {
+func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
+	defer func() { m.report(ctx, "challenge deletion", err) }()
 	if err := api.ValidateID("id", id); err != nil {
 		return err
 	}
@@ -390,7 +400,7 @@ func (m *Manager) progress(ctx context.Context, challengeID string, gone, updati
 	for _, in := range gone {
 		if cur, ok := byIdentity[in.Identity]; ok {
 			if cur.DeleteFailed {
-				failed = append(failed, describe(cur))
+				failed = append(failed, m.describe(cur))
 				continue
 			}
 			pending++
@@ -406,7 +416,7 @@ func (m *Manager) progress(ctx context.Context, challengeID string, gone, updati
 		case cur == nil: // deleted meanwhile: nothing to wait for
 		case cur.Generation >= c.Generation:
 		case cur.FailedGeneration >= c.Generation:
-			failed = append(failed, describe(cur))
+			failed = append(failed, m.describe(cur))
 		default:
 			pending++
 		}
@@ -414,12 +424,12 @@ func (m *Manager) progress(ctx context.Context, challengeID string, gone, updati
 	return pending, failed, nil
 }
 
-func describe(in *store.Instance) string {
+func (m *Manager) describe(in *store.Instance) string {
 	who := "pooled instance " + in.Identity
 	if in.SourceID != "" {
 		who = "instance of source " + in.SourceID
 	}
-	return who + ": " + in.LastError
+	return who + ": " + m.public(in.LastError)
 }
 
 func (m *Manager) requestPoolFills(ctx context.Context, challengeID string, n int64) {

@@ -24,7 +24,7 @@ import (
 // (challenge create/update) registry problems are the client's to fix and get
 // the classified 400s; elsewhere they are the generic 500 "OCI interaction
 // failed." (upstream's classification happens only in validation).
-func scenarioError(err error, ref string, validation bool) error {
+func (m *Manager) scenarioError(err error, ref string, validation bool) error {
 	if err == nil {
 		return nil
 	}
@@ -39,6 +39,7 @@ func scenarioError(err error, ref string, validation bool) error {
 			detail = se.Err.Error()
 		}
 	}
+	detail = m.public(detail)
 	switch scenario.KindOf(err) {
 	case scenario.KindUnreachable:
 		if validation {
@@ -62,6 +63,15 @@ func scenarioError(err error, ref string, validation bool) error {
 		return apierr.Internal().WithCause(err)
 	}
 	return apierr.OCIInteraction(ref).WithCause(err)
+}
+
+// public is engine or compiler text as a response body may carry it (see apierr.Public);
+// all of it with Debug.
+func (m *Manager) public(s string) string {
+	if m.o.Debug {
+		return s
+	}
+	return apierr.Public(s)
 }
 
 // engineError maps a failed Pulumi operation. Upstream returns the raw Pulumi

@@ -40,7 +40,8 @@ func (m *Manager) liveChallenge(ctx context.Context, id string) (*store.Challeng
 // others get 409. A failed deployment destroys what it created and leaves no
 // record; so does a crash (the reservation dies with the lease and the
 // janitor removes the stack).
-func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceRequest) (*api.Instance, error) {
+func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceRequest) (_ *api.Instance, err error) {
+	defer func() { m.report(ctx, "instance creation", err) }()
 	if err := api.ValidateID("challenge_id", req.ChallengeID); err != nil {
 		return nil, err
 	}
@@ -116,7 +117,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID string, additional map[string]string, held *lock.Held) (*store.Instance, error) {
 	sc, err := m.o.Scenarios.Get(ctx, c.Digest)
 	if err != nil {
-		return nil, scenarioError(err, c.Scenario, false)
+		return nil, m.scenarioError(err, c.Scenario, false)
 	}
 	outs, err := m.engineCreate(ctx, deployOp(sourceID), sc.Program, id, merge(c.Additional, additional))
 	if err != nil {
@@ -189,7 +190,7 @@ func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, in *s
 			err = engineError(ctx, err, "Deployment of the instance", m.o.Debug)
 		}
 	} else {
-		err = scenarioError(err, c.Scenario, false)
+		err = m.scenarioError(err, c.Scenario, false)
 	}
 	if derr := m.destroy(ctx, opRollback, in, held); derr != nil {
 		m.log.ErrorContext(ctx, "destroying a claimed instance whose update failed", "error", derr)
@@ -212,7 +213,9 @@ func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID st
 		return nil, apierr.InstanceNotFound(challengeID, sourceID)
 	}
 	if err != nil {
-		return nil, storeError(err)
+		err = storeError(err)
+		m.report(telemetry.WithChallenge(ctx, challengeID), "instance retrieval", err)
+		return nil, err
 	}
 	return toAPIInstance(in), nil
 }
@@ -222,7 +225,9 @@ func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID st
 func (m *Manager) QueryInstances(ctx context.Context, sourceID string, send func(*api.Instance) error) error {
 	ins, err := m.o.Store.InstancesBySource(ctx, sourceID)
 	if err != nil {
-		return storeError(err)
+		err = storeError(err)
+		m.report(ctx, "instance query", err)
+		return err
 	}
 	for _, in := range ins {
 		if err := send(toAPIInstance(in)); err != nil {
@@ -268,7 +273,8 @@ func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID
 
 // RenewInstance pushes an instance's expiry (contract §4.9). The response has
 // no additional values, as upstream.
-func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID string) (*api.Instance, error) {
+func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID string) (_ *api.Instance, err error) {
+	defer func() { m.report(ctx, "instance renewal", err) }()
 	if err := api.ValidateID("challenge_id", challengeID); err != nil {
 		return nil, err
 	}
@@ -304,7 +310,8 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 
 // DeleteInstance destroys the instance of a source and forgets it (contract
 // §4.10), then refills the pool if its rule says so.
-func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID string) error {
+func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID string) (err error) {
+	defer func() { m.report(ctx, "instance deletion", err) }()
 	if err := api.ValidateID("challenge_id", challengeID); err != nil {
 		return err
 	}
@@ -474,7 +481,6 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 		if perr := m.o.Store.PutInstance(context.WithoutCancel(ctx), in, held.Fence()...); perr != nil {
 			m.log.WarnContext(ctx, "recording a failed update", "error", perr)
 		}
-		m.log.ErrorContext(ctx, "instance update failed", "error", err)
 		return err
 	}
 	oldSc, err := m.o.Scenarios.Get(ctx, in.Digest)
@@ -504,7 +510,7 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 	if oldErr != nil {
 		// The new blue-green side is live; the old stack leaked and is the
 		// janitor's to remove (a stack without record).
-		m.log.WarnContext(ctx, "old stack of a blue-green update not destroyed", "error", oldErr)
+		m.log.ErrorContext(ctx, "old stack of a blue-green update not destroyed; the janitor will retry", "error", oldErr)
 	}
 	m.log.InfoContext(ctx, "instance updated", "strategy", d.Strategy, "new_identity", newID)
 	return nil

@@ -63,6 +63,7 @@ const DefaultOrphanGrace = 10 * time.Minute
 func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace time.Duration) (rep JanitorReport, err error) {
 	ctx, span := telemetry.Start(ctx, "janitor.run")
 	defer span.End()
+	defer func() { m.report(ctx, "janitor run", err) }()
 	defer func() {
 		telemetry.Metrics().RecordJanitorRun(ctx, telemetry.JanitorRun{Deleted: rep.Expired, Failures: rep.Failures, Err: err})
 	}()
@@ -161,7 +162,7 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 	if stacks != nil {
 		if err := m.repairOrphans(ctx, stacks, now, orphanGrace, &rep); err != nil {
 			rep.Failures++
-			m.log.WarnContext(ctx, "orphan repair", "error", err)
+			m.log.ErrorContext(ctx, "orphan repair failed", "error", err)
 		}
 	}
 	m.log.InfoContext(ctx, "janitor run", "expired", rep.Expired, "pool_fills", rep.PoolFills,
@@ -187,9 +188,8 @@ func (m *Manager) dispatchJanitor(ctx context.Context, work []workItem) {
 	}
 	m.dispatch(ctx, rest)
 	for _, f := range fills {
-		if err := m.fillPool(ctx, f.data.(events.PoolFill)); err != nil {
-			m.log.WarnContext(ctx, "pool fill", "error", err)
-		}
+		d := f.data.(events.PoolFill)
+		m.report(telemetry.WithChallenge(ctx, d.ChallengeID), "pool fill", m.fillPool(telemetry.WithChallenge(ctx, d.ChallengeID), d))
 	}
 }
 
@@ -229,7 +229,7 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now tim
 		if err := m.destroyOrphan(ctx, ref); err != nil {
 			rep.Failures++
 			next[key] = first
-			m.log.WarnContext(ctx, "destroying an orphan stack", "project", ref.Project, "identity", ref.Identity, "error", err)
+			m.log.ErrorContext(telemetry.WithIdentity(ctx, ref.Identity), "destroying an orphan stack failed", "project", ref.Project, "identity", ref.Identity, "error", err)
 			continue
 		}
 		rep.Orphans++
@@ -240,7 +240,7 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now tim
 		rep.StaleLocks += n
 		if err != nil {
 			rep.Failures++
-			m.log.WarnContext(ctx, "sweeping stale engine locks", "error", err)
+			m.log.ErrorContext(ctx, "sweeping stale engine locks failed", "error", err)
 		}
 	}
 	b, _ := json.Marshal(next)

@@ -43,6 +43,7 @@ func (m *Manager) engineCreate(ctx context.Context, op string, p iac.Program, id
 	start := time.Now()
 	outs, err := m.o.Engine.Create(ctx, p, identity, additional)
 	telemetry.Metrics().RecordDeploy(ctx, op, "", time.Since(start), err)
+	m.noteIgnored(ctx, outs)
 	return outs, err
 }
 
@@ -50,6 +51,7 @@ func (m *Manager) engineUpdate(ctx context.Context, op string, old, new iac.Prog
 	start := time.Now()
 	id, outs, err := m.o.Engine.Update(ctx, old, new, s, identity, additional)
 	telemetry.Metrics().RecordDeploy(ctx, op, string(s), time.Since(start), err)
+	m.noteIgnored(ctx, outs)
 	return id, outs, err
 }
 
@@ -58,4 +60,12 @@ func (m *Manager) engineDestroy(ctx context.Context, op, project, identity strin
 	err := m.o.Engine.DestroyStack(ctx, project, identity)
 	telemetry.Metrics().RecordDestroy(ctx, op, time.Since(start), err)
 	return err
+}
+
+// noteIgnored tells the operator about outputs that deployed but were ignored (see
+// iac.ParseOutputs): what the ChallMaker meant is likely not what the players get.
+func (m *Manager) noteIgnored(ctx context.Context, outs iac.Outputs) {
+	if len(outs.Ignored) > 0 {
+		m.log.WarnContext(ctx, "scenario outputs ignored", "outputs", outs.Ignored)
+	}
 }

@@ -62,9 +62,9 @@ func (m *Manager) dispatch(ctx context.Context, work []workItem) {
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				if err := m.HandleEvent(context.WithoutCancel(ctx), e); err != nil {
-					m.log.WarnContext(ctx, "inline work failed", "type", w.typ, "error", err)
-				}
+				// HandleEvent logs its failures; the waiting request reads the outcome
+				// from the records.
+				_ = m.HandleEvent(context.WithoutCancel(ctx), e)
 			}()
 		}
 		wg.Wait()
@@ -87,8 +87,9 @@ func (m *Manager) dispatch(ctx context.Context, work []workItem) {
 // HandleEvent runs one unit of asynchronous work. The error it returns says
 // whether to retry: events.Permanent for events that can never succeed,
 // anything else for transient failures (see events.Result).
-func (m *Manager) HandleEvent(ctx context.Context, e cloudevents.Event) error {
-	e, err := events.Unwrap(e)
+func (m *Manager) HandleEvent(ctx context.Context, e cloudevents.Event) (err error) {
+	defer func() { m.report(ctx, "event "+e.Type(), err) }()
+	e, err = events.Unwrap(e)
 	if err != nil {
 		return err
 	}
@@ -98,7 +99,8 @@ func (m *Manager) HandleEvent(ctx context.Context, e cloudevents.Event) error {
 		if err := events.Decode(e, &d); err != nil {
 			return err
 		}
-		return m.fillPool(telemetry.WithChallenge(ctx, d.ChallengeID), d)
+		ctx = telemetry.WithChallenge(ctx, d.ChallengeID)
+		return m.fillPool(ctx, d)
 	case events.TypeInstanceUpdate:
 		var d events.InstanceUpdate
 		if err := events.Decode(e, &d); err != nil {

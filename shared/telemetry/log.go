@@ -131,6 +131,7 @@ type logHandler struct {
 func (h *logHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
 
 func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
+	noteLogged(ctx, r.Level)
 	var extra [5]slog.Attr
 	n := 0
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {

@@ -1,0 +1,38 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/challfn/challfn/shared/apierr"
+)
+
+// report writes the one log line of a failed operation, with its cause (the whole error
+// chain: the engine's summary, the etcd error, ...) and, from ctx, the challenge id,
+// identity and trace id. Failures on challfn's side, the ones answered 5xx or retried as
+// events, are ERROR; a request refused for what it asked (4xx) or abandoned by its client
+// is INFO. Every exported operation defers it on its named error, so no failure goes out
+// unexplained and none is logged twice; code inside logs only what it does not return.
+func (m *Manager) report(ctx context.Context, op string, err error) {
+	if err == nil {
+		return
+	}
+	code := apierr.CodeOf(err)
+	level := slog.LevelError
+	if clientSide(code) || errors.Is(err, context.Canceled) {
+		level = slog.LevelInfo
+	}
+	m.log.Log(ctx, level, op+" failed", "code", code.String(), "error", err.Error())
+}
+
+// clientSide tells the codes that answer a request's own fault.
+func clientSide(c apierr.Code) bool {
+	switch c {
+	case apierr.CodeInvalidArgument, apierr.CodeNotFound, apierr.CodeAlreadyExists,
+		apierr.CodeFailedPrecondition, apierr.CodeOutOfRange, apierr.CodePermissionDenied,
+		apierr.CodeUnauthenticated, apierr.CodeCanceled:
+		return true
+	}
+	return false
+}
