@@ -31,6 +31,7 @@ import (
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/registry"
 	"github.com/challfn/challfn/shared/scenario"
+	"github.com/challfn/challfn/shared/telemetry"
 )
 
 // Root is the repository root.
@@ -160,9 +161,11 @@ func Start(t testing.TB, o Options) *Env {
 		t.Fatal(err)
 	}
 	// Not t.Log: the broker and deployments may log after the test ends.
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// The functions' own log handler (JSON, with trace_id, challenge_id and identity),
+	// so that tests read the lines operators read.
+	log := slog.New(telemetry.NewLogHandler(os.Stderr, telemetry.LogOptions{Level: slog.LevelWarn}))
 	if o.Log != nil {
-		log = slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		log = slog.New(telemetry.NewLogHandler(o.Log, telemetry.LogOptions{Level: slog.LevelDebug}))
 	}
 	e.App, err = bootstrap.New(ctx, cfg, "test", log)
 	if err != nil {

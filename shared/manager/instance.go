@@ -388,7 +388,10 @@ func (m *Manager) fillPool(ctx context.Context, d events.PoolFill) error {
 	for range maxFillsPerEvent {
 		more, err := m.fillOne(ctx, d)
 		if err != nil || !more {
-			return err
+			// A failed deployment is not retried by redelivery: the next janitor
+			// run asks again, once, instead of a broker re-deploying a failing
+			// program in a loop.
+			return permanentIfInvalid(err)
 		}
 	}
 	return nil
@@ -434,7 +437,7 @@ func (m *Manager) fillOne(ctx context.Context, d events.PoolFill) (more bool, er
 	in, err := m.deploy(ctx, c, id, "", nil, held)
 	if err != nil {
 		_ = m.o.Store.Unreserve(context.WithoutCancel(ctx), c.ID, "", id)
-		return false, err
+		return false, withIdentity(id, err)
 	}
 	m.log.InfoContext(ctx, "instance added to pool", "connection_info_set", in.ConnectionInfo != "")
 	return true, nil

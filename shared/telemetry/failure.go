@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 )
 
@@ -17,7 +18,12 @@ type failureMark struct{ logged atomic.Bool }
 
 type failureKey struct{}
 
+// withFailureMark returns ctx with a mark, the one already there if any: an event
+// delivered over HTTP (a Pub/Sub push) is one failure, explained once.
 func withFailureMark(ctx context.Context) (context.Context, *failureMark) {
+	if m, ok := ctx.Value(failureKey{}).(*failureMark); ok {
+		return ctx, m
+	}
 	m := &failureMark{}
 	return context.WithValue(ctx, failureKey{}, m), m
 }
@@ -74,8 +80,15 @@ func (w *statusWriter) code() int {
 
 // logUnexplained writes the line of a 5xx answer that nobody explained.
 func (t *Telemetry) logUnexplained(ctx context.Context, m *failureMark, r *http.Request, route string, status int) {
-	if status < 500 || m.logged.Load() {
+	if status < 500 || m.logged.Load() || isCloudEvent(r) {
 		return
 	}
 	t.log.ErrorContext(ctx, "request failed", "method", r.Method, "route", route, "status", status)
+}
+
+// isCloudEvent tells an event delivered in the CloudEvents HTTP binding: the SDK that
+// decodes it hands the handler a context of its own, so the request's mark is not
+// seen there; CloudEvent (the handler's wrapper) explains its failures instead.
+func isCloudEvent(r *http.Request) bool {
+	return len(r.Header["Ce-Id"]) > 0 || strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents")
 }
