@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/challfn/challfn/internal/testenv"
+	"github.com/challfn/challfn/shared/api"
 )
 
 // Bad input on every route: a clear 4xx in the contract's error shape (code,
@@ -38,6 +40,20 @@ func TestBadInput(t *testing.T) {
 		any4xx  = "any"     // any 4xx in the contract's shape
 	)
 	tooLarge := ctInvalidArg("body", "TOO_LARGE", "The request body exceeds the maximum size of 1048576 bytes.")
+	const (
+		minTooLarge = "Minimum boundary must be at most 100 (POOL_MIN_LIMIT): pooled instances are deployed before any player asks."
+		maxTooLarge = "Maximum boundary must be at most 100000 (POOL_MAX_LIMIT)."
+	)
+	badTimeout := ctInvalidArg("timeout", "OUT_OF_RANGE", "The timeout must be between 1s and 87600h (10 years).")
+	badUntil := ctInvalidArg("until", "OUT_OF_RANGE", "The until date must be before 2200-01-01T00:00:00Z.")
+	bigValue := strings.Repeat("v", 200<<10)
+	additionalTooLarge := func(m map[string]string) string {
+		if m == nil {
+			m = map[string]string{"k": bigValue}
+		}
+		return ctInvalidArg("additional", "TOO_LARGE", fmt.Sprintf(
+			"The additional values take %d bytes once encoded for the scenario, more than the 65536 allowed (ADDITIONAL_MAX_BYTES).", api.AdditionalSize(m)))
+	}
 	big := `{"id":"big","scenario":"` + ref + `","additional":{"k":"` + strings.Repeat("a", 1<<20) + `"}}`
 	cases := []struct {
 		name, method, path, body string
@@ -75,6 +91,30 @@ func TestBadInput(t *testing.T) {
 			ctPoolerOOB(mm("min", "-2"), "min", "MUST_BE_POSITIVE", "Minimum boundary must be a positive integer.")},
 		{"update inverted", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"min,max","min":5,"max":2}`, 400,
 			ctPoolerOOB(mm("min", "5", "max", "2"), "min", "INVERTED_BOUNDARIES", "When an upper bound is defined, minimum cannot exceed maximum.")},
+		// Ceilings of the pool (POOL_MIN_LIMIT 100, POOL_MAX_LIMIT 100000 by default):
+		// pooled instances are deployed ahead of any player.
+		{"min over the ceiling", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","min":20000}`, 400,
+			ctPoolerOOB(mm("min", "20000", "max", "0"), "min", "TOO_LARGE", minTooLarge)},
+		{"min 2^62", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","min":"4611686018427387904","max":"4611686018427387904"}`, 400,
+			ctPoolerOOB(mm("min", "4611686018427387904", "max", "4611686018427387904"), "min", "TOO_LARGE", minTooLarge, "max", "TOO_LARGE", maxTooLarge)},
+		{"update min over the ceiling", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"min","min":101}`, 400,
+			ctPoolerOOB(mm("min", "101"), "min", "TOO_LARGE", minTooLarge)},
+		{"update max over the ceiling", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"max","max":100001}`, 400,
+			ctPoolerOOB(mm("max", "100001"), "max", "TOO_LARGE", maxTooLarge)},
+		// Expiry settings: instances born expired, durations beyond what can be stored.
+		{"zero timeout", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","timeout":"0s"}`, 400, badTimeout},
+		{"negative timeout", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","timeout":"-5s"}`, 400, badTimeout},
+		{"sub-second timeout", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","timeout":"0.5s"}`, 400, badTimeout},
+		{"overflowing timeout", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","timeout":"315576000000s"}`, 400, badTimeout},
+		{"update zero timeout", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"timeout","timeout":"0s"}`, 400, badTimeout},
+		{"until beyond 2200", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","until":"9999-12-31T00:00:00Z"}`, 400, badUntil},
+		{"update until beyond 2200", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"until","until":"2300-01-01T00:00:00Z"}`, 400, badUntil},
+		// Additional values too large to be handed to a program (ADDITIONAL_MAX_BYTES).
+		{"challenge additional too large", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","additional":{"k":"` + bigValue + `"}}`, 400, additionalTooLarge(nil)},
+		{"update additional too large", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"additional","additional":{"k":"` + bigValue + `"}}`, 400, additionalTooLarge(nil)},
+		{"instance additional too large", "POST", "/api/v1/instance", `{"challengeId":"bad","sourceId":"s9","additional":{"k":"` + bigValue + `"}}`, 400, additionalTooLarge(nil)},
+		{"escaped additional too large", "POST", "/api/v1/instance", `{"challengeId":"bad","sourceId":"s9","additional":{"k":"` + strings.Repeat(`\u0001`, 12000) + `"}}`, 400,
+			additionalTooLarge(map[string]string{"k": strings.Repeat("\x01", 12000)})},
 		// Update masks (§3.5).
 		{"unknown mask path", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"foo","min":1}`, 400, ctInvalidMask(`paths:"foo"`)},
 		{"mask into a map", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"additional.k"}`, 400, ctInvalidMask(`paths:"additional.k"`)},
@@ -99,7 +139,12 @@ func TestBadInput(t *testing.T) {
 		{"escaped dot-dot instance", "DELETE", "/api/v1/instance/bad/%2E%2E", ``, 400, ctInvalidArg("source_id", "DOT_SEGMENT", `The identifier must not be "." or "..".`)},
 		{"long id in path", "PATCH", "/api/v1/challenge/" + long, `{}`, 400, ctInvalidArg("id", "TOO_LONG", "The identifier must be at most 256 bytes long.")},
 		{"long source in path", "PATCH", "/api/v1/instance/bad/" + long, `{}`, 400, ctInvalidArg("source_id", "TOO_LONG", "The identifier must be at most 256 bytes long.")},
-		{"long id retrieve", "GET", "/api/v1/challenge/" + long, ``, 0, any4xx},
+		{"long id retrieve", "GET", "/api/v1/challenge/" + long, ``, 400, ctInvalidArg("id", "TOO_LONG", "The identifier must be at most 256 bytes long.")},
+		{"100 000-character id retrieve", "GET", "/api/v1/challenge/" + strings.Repeat("y", 100000), ``, 400, ctInvalidArg("id", "TOO_LONG", "The identifier must be at most 256 bytes long.")},
+		// A stream's error comes as its error line (what grpc-gateway writes for a
+		// service error before the first message).
+		{"512 KiB source query", "GET", "/api/v1/instance?sourceId=" + strings.Repeat("z", 512<<10), ``, 400, `{"error":` + ctInvalidArg("source_id", "TOO_LONG", "The identifier must be at most 256 bytes long.") + `}`},
+		{"empty source query", "GET", "/api/v1/instance?sourceId=", ``, 400, `{"error":` + ctInvalidArg("source_id", "EMPTY", "The identifier must not be empty.") + `}`},
 		{"escaped slash in path", "DELETE", "/api/v1/instance/bad/s%2F1", ``, 404, ctRouteNotFound},
 		// Query parameters.
 		{"repeated source", "GET", "/api/v1/instance?source_id=a&source_id=b", ``, 400, `{"code":3,"message":"too many values for field \"source_id\": a, b","details":[]}`},
@@ -162,6 +207,10 @@ func ctBadCheck(t *testing.T, name string, r ctResp, status int, want string) {
 	t.Helper()
 	if r.Status < 400 || r.Status >= 500 || status != 0 && r.Status != status {
 		t.Errorf("%s: status %d (want %d): %s", name, r.Status, status, r.Body)
+		return
+	}
+	if strings.HasPrefix(want, `{"error":`) {
+		ctSame(t, name, bytes.TrimSpace(r.Body), want)
 		return
 	}
 	m := ctErrShape(t, name, r)

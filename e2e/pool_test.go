@@ -167,6 +167,11 @@ func TestPoolLifecycle(t *testing.T) {
 	lcCreateChallenge(t, env, `{"id":"pool","scenario":"`+ref+`","timeout":"600s","min":"2","max":"4"}`)
 	t.Logf("create challenge (pool fills not awaited): %v", time.Since(start))
 	env.Broker.Wait()
+	// Pool work is one event, whatever min: the fill it starts runs until the
+	// pool is full.
+	if delivered, _ := env.Broker.Stats(); delivered != 1 {
+		t.Fatalf("registration with min=2 sent %d events, want 1", delivered)
+	}
 
 	claimed, pooled := lcRecords(t, env, "pool")
 	if len(claimed) != 0 || len(pooled) != 2 {

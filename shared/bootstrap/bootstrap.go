@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/challfn/challfn/shared/api"
 	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/etcd"
@@ -126,6 +127,8 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		Source:    "//challfn/" + function,
 		Debug:     cfg.Debug,
 		Log:       log,
+		Limits: api.Limits{PoolMin: cfg.PoolMinLimit, PoolMax: cfg.PoolMaxLimit,
+			AdditionalBytes: int(cfg.AdditionalMaxBytes)},
 	})
 	return a, nil
 }

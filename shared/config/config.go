@@ -43,7 +43,11 @@ type Config struct {
 	EventsSinkURL    string
 	APITokens        []string
 	OrphanGrace      time.Duration
-	LogLevel         string
+	// Ceilings of what an organiser may ask for (shared/api.Limits).
+	PoolMinLimit       int64
+	PoolMaxLimit       int64
+	AdditionalMaxBytes int64
+	LogLevel           string
 	Debug            bool
 }
 
@@ -103,6 +107,9 @@ func Load(env Getenv) (Config, error) {
 	c.Debug, errs = boolean(env, "CHALLFN_DEBUG", errs)
 	c.ScenarioMaxBytes, errs = integer(env, "SCENARIO_MAX_BYTES", 256<<20, errs)
 	c.MaxRequestBytes, errs = integer(env, "MAX_REQUEST_BYTES", 1<<20, errs)
+	c.PoolMinLimit, errs = integer(env, "POOL_MIN_LIMIT", 100, errs)
+	c.PoolMaxLimit, errs = integer(env, "POOL_MAX_LIMIT", 100_000, errs)
+	c.AdditionalMaxBytes, errs = integer(env, "ADDITIONAL_MAX_BYTES", 64<<10, errs)
 
 	if c.CacheDir == "" {
 		dir, err := os.UserCacheDir()

@@ -28,7 +28,10 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 	if err := api.ValidateID("id", req.ID); err != nil {
 		return nil, err
 	}
-	if err := api.CheckPooler(api.CreatePoolerPaths, req.Min, req.Max); err != nil {
+	if err := m.checkChallenge(api.CreatePoolerPaths, req.Min, req.Max, req.Timeout, req.Until); err != nil {
+		return nil, err
+	}
+	if err := m.o.Limits.CheckAdditional("additional", req.Additional); err != nil {
 		return nil, err
 	}
 	ctx = telemetry.WithChallenge(ctx, req.ID)
@@ -66,8 +69,8 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 		return nil, storeError(err)
 	}
 	m.log.InfoContext(ctx, "challenge created", "scenario", c.Scenario, "digest", c.Digest)
-	if !expiry.Expired(m.now(), c.Until) {
-		m.requestPoolFills(ctx, c.ID, c.Min)
+	if c.Min > 0 && !expiry.Expired(m.now(), c.Until) {
+		m.requestPoolFill(ctx, c.ID)
 	}
 	return toAPIChallenge(c, nil), nil
 }
@@ -77,6 +80,9 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 // upstream needed its reader locks for, and a read never waits behind a
 // deployment.
 func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (*api.Challenge, error) {
+	if err := api.ValidateID("id", id); err != nil {
+		return nil, err
+	}
 	c, claimed, err := m.o.Store.ChallengeWithInstances(ctx, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		err = storeError(err)
@@ -113,6 +119,21 @@ func (m *Manager) QueryChallenges(ctx context.Context, send func(*api.Challenge)
 	return nil
 }
 
+// checkChallenge runs the checks of a challenge's pooler bounds (contract §3.4, then
+// the configured ceilings) and of its expiry settings (nil = not set or not masked).
+func (m *Manager) checkChallenge(paths []string, min, max int64, timeout *time.Duration, until *time.Time) error {
+	if err := api.CheckPooler(paths, min, max); err != nil {
+		return err
+	}
+	if err := m.o.Limits.CheckPoolerLimits(paths, min, max); err != nil {
+		return err
+	}
+	if err := api.CheckTimeout(timeout); err != nil {
+		return err
+	}
+	return api.CheckUntil(until)
+}
+
 // strategyOf maps the wire enum; an unknown number (possible in JSON) is a 400
 // instead of upstream's panic.
 func strategyOf(s api.UpdateStrategy) (iac.Strategy, error) {
@@ -145,8 +166,20 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	if err := api.CheckUpdateMask(req.UpdateMask); err != nil {
 		return nil, err
 	}
-	if err := api.CheckPooler(req.MaskPaths(), req.Min, req.Max); err != nil {
+	newTimeout, newUntil := req.Timeout, req.Until
+	if !req.Masks("timeout") {
+		newTimeout = nil
+	}
+	if !req.Masks("until") {
+		newUntil = nil
+	}
+	if err := m.checkChallenge(req.MaskPaths(), req.Min, req.Max, newTimeout, newUntil); err != nil {
 		return nil, err
+	}
+	if req.Masks("additional") {
+		if err := m.o.Limits.CheckAdditional("additional", req.Additional); err != nil {
+			return nil, err
+		}
 	}
 	strategy, err := strategyOf(req.Strategy())
 	if err != nil {
@@ -216,6 +249,14 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	if err != nil {
 		return nil, storeError(err)
 	}
+	if changedAdditional {
+		// Every instance must still be deployable with its own values on top.
+		for _, in := range claimed {
+			if err := m.o.Limits.CheckAdditional("additional", c.Additional, in.Additional); err != nil {
+				return nil, err
+			}
+		}
+	}
 	// Every claimed instance's until follows the challenge, from now
 	// (contract §4.4 step 8, §12.6), on every update.
 	now := m.now()
@@ -242,8 +283,8 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 
 	// Pool: grow or shrink to the new bounds; no pool work once expired.
 	delta := pool.NewDelta(c.Min, c.Max, int64(len(claimed)), int64(len(pooled)))
-	if !expiry.Expired(now, c.Until) {
-		m.requestPoolFills(ctx, c.ID, delta.Create)
+	if delta.Create > 0 && !expiry.Expired(now, c.Until) {
+		m.requestPoolFill(ctx, c.ID)
 	}
 	slices.SortFunc(pooled, func(a, b *store.Instance) int { return strings.Compare(a.Identity, b.Identity) })
 	shrink := pooled[:min(int(delta.Delete), len(pooled))]
@@ -432,10 +473,11 @@ func (m *Manager) describe(in *store.Instance) string {
 	return who + ": " + m.public(in.LastError)
 }
 
-func (m *Manager) requestPoolFills(ctx context.Context, challengeID string, n int64) {
-	work := make([]workItem, 0, n)
-	for i := int64(0); i < n; i++ {
-		work = append(work, fillWork(challengeID))
-	}
-	m.dispatch(ctx, work)
+// requestPoolFill asks for the pool of a challenge to be filled. One event, however
+// many instances are missing: fills of one challenge run one at a time (the pool
+// lock), and the fill that runs goes on until the pool is full (fillPool), so more
+// events would only step aside. The work sent is thus bounded by what can run, never
+// by min.
+func (m *Manager) requestPoolFill(ctx context.Context, challengeID string) {
+	m.dispatch(ctx, []workItem{fillWork(challengeID)})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 
@@ -64,6 +65,9 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	if expiry.Expired(now, c.Until) {
 		return nil, apierr.ChallengeExpired(cid)
 	}
+	if err := m.o.Limits.CheckAdditional("additional", c.Additional, req.Additional); err != nil {
+		return nil, err
+	}
 	until := expiry.Until(now, c.Until, c.Timeout)
 
 	// Pool path.
@@ -84,7 +88,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	case err == nil:
 		m.log.InfoContext(telemetry.WithIdentity(ctx, claim.Instance.Identity), "instance claimed from pool")
 		if pool.RefillAfterClaim(c.Min, c.Max, claim.PooledBefore, claim.Total) {
-			m.requestPoolFills(ctx, cid, 1)
+			m.requestPoolFill(ctx, cid)
 		}
 		if len(req.Additional) > 0 {
 			held.Release(ctx)
@@ -223,6 +227,9 @@ func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID st
 // QueryInstances streams the instances of a source across challenges, from
 // the by-source index (one etcd revision).
 func (m *Manager) QueryInstances(ctx context.Context, sourceID string, send func(*api.Instance) error) error {
+	if err := api.ValidateID("source_id", sourceID); err != nil {
+		return err
+	}
 	ins, err := m.o.Store.InstancesBySource(ctx, sourceID)
 	if err != nil {
 		err = storeError(err)
@@ -341,7 +348,7 @@ func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID stri
 	}
 	m.log.InfoContext(ctx, "instance deleted")
 	if pool.RefillAfterDelete(c.Min, c.Max, counts.Pooled, counts.Total) && !expiry.Expired(m.now(), c.Until) {
-		m.requestPoolFills(ctx, challengeID, 1)
+		m.requestPoolFill(ctx, challengeID)
 	}
 	return nil
 }
@@ -378,14 +385,17 @@ func errorSummary(err error) string {
 // When a fill of the challenge is already running, the event steps aside:
 // the running fill goes on until the pool is full (claims and the janitor
 // send fills far more often than a deployment takes, and each used to wait
-// for the pool lock while holding a request slot).
+// for the pool lock while holding a request slot). A fill that ran for
+// fillBudget hands the rest to a new event, so that no event handling nears
+// the platform's request timeout, however large the pool.
 func (m *Manager) fillPool(ctx context.Context, d events.PoolFill) error {
 	ctx, span := telemetry.Start(ctx, "pool.fill")
 	defer span.End()
 	if busy, err := m.o.Locks.InstanceBusy(ctx, d.ChallengeID, poolLockName); err != nil || busy {
 		return storeError(err)
 	}
-	for range maxFillsPerEvent {
+	deadline := m.now().Add(fillBudget)
+	for {
 		more, err := m.fillOne(ctx, d)
 		if err != nil || !more {
 			// A failed deployment is not retried by redelivery: the next janitor
@@ -393,13 +403,15 @@ func (m *Manager) fillPool(ctx context.Context, d events.PoolFill) error {
 			// program in a loop.
 			return permanentIfInvalid(err)
 		}
+		if m.now().After(deadline) {
+			m.requestPoolFill(ctx, d.ChallengeID)
+			return nil
+		}
 	}
-	return nil
 }
 
-// maxFillsPerEvent bounds the deployments one fill event makes (each one
-// re-checks the need; the bound only guards against a runaway loop).
-const maxFillsPerEvent = 100
+// fillBudget is how long one fill event deploys before handing over to the next.
+const fillBudget = 4 * time.Minute
 
 // fillOne deploys one pooled instance if the challenge wants one; more is
 // false when it did not need to.
@@ -580,7 +592,7 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 		return err
 	}
 	if refill {
-		m.requestPoolFills(ctx, d.ChallengeID, 1)
+		m.requestPoolFill(ctx, d.ChallengeID)
 	}
 	return nil
 }

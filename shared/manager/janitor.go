@@ -33,7 +33,8 @@ type JanitorReport struct {
 	Skipped bool
 	// Expired instances whose deletion was requested.
 	Expired int
-	// PoolFills and PoolShrinks requested to bring pools to their bounds.
+	// PoolFills: challenges whose pool fill was requested (one event each);
+	// PoolShrinks: pooled instances whose deletion was requested.
 	PoolFills, PoolShrinks int
 	// Resumed deletions of deleting challenges, and the challenges finished.
 	Resumed, Finished int
@@ -147,10 +148,11 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 		}
 		pooled = live
 		delta := pool.NewDelta(c.Min, c.Max, int64(len(claimed)), int64(len(pooled))+reserved[c.ID])
-		for i := int64(0); i < delta.Create; i++ {
+		if delta.Create > 0 {
+			// One fill fills the whole pool (see requestPoolFill).
 			work = append(work, fillWork(c.ID))
+			rep.PoolFills++
 		}
-		rep.PoolFills += int(delta.Create)
 		for i := 0; i < int(delta.Delete) && i < len(pooled); i++ {
 			work = append(work, deleteWork(c.ID, pooled[len(pooled)-1-i].Identity, "pool-shrink"))
 			rep.PoolShrinks++

@@ -16,6 +16,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
+	"github.com/challfn/challfn/shared/api"
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
 	"github.com/challfn/challfn/shared/scenario"
@@ -56,6 +57,8 @@ type Options struct {
 	UpdateWait time.Duration
 	// Debug puts engine error summaries into API error messages.
 	Debug bool
+	// Limits bound what organisers may ask for (zero fields: the defaults).
+	Limits api.Limits
 	Log   *slog.Logger
 	Now   func() time.Time
 }
