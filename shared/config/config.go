@@ -48,7 +48,7 @@ type Config struct {
 	PoolMaxLimit       int64
 	AdditionalMaxBytes int64
 	LogLevel           string
-	Debug            bool
+	Debug              bool
 }
 
 // DefaultEngineConcurrency is ENGINE_CONCURRENCY's default: two engine

@@ -59,8 +59,8 @@ type Options struct {
 	Debug bool
 	// Limits bound what organisers may ask for (zero fields: the defaults).
 	Limits api.Limits
-	Log   *slog.Logger
-	Now   func() time.Time
+	Log    *slog.Logger
+	Now    func() time.Time
 }
 
 // DefaultUpdateWait keeps a PATCH/DELETE under the 600 s request timeout of
