@@ -144,7 +144,7 @@ func TestBadInput(t *testing.T) {
 		// A stream's error comes as its error line (what grpc-gateway writes for a
 		// service error before the first message).
 		{"512 KiB source query", "GET", "/api/v1/instance?sourceId=" + strings.Repeat("z", 512<<10), ``, 400, `{"error":` + ctInvalidArg("source_id", "TOO_LONG", "The identifier must be at most 256 bytes long.") + `}`},
-		{"empty source query", "GET", "/api/v1/instance?sourceId=", ``, 400, `{"error":` + ctInvalidArg("source_id", "EMPTY", "The identifier must not be empty.") + `}`},
+		{"control character in source query", "GET", "/api/v1/instance?sourceId=%01", ``, 400, `{"error":` + ctInvalidArg("source_id", "CONTROL_CHARACTER", "The identifier must not contain control characters.") + `}`},
 		{"escaped slash in path", "DELETE", "/api/v1/instance/bad/s%2F1", ``, 404, ctRouteNotFound},
 		// Query parameters.
 		{"repeated source", "GET", "/api/v1/instance?source_id=a&source_id=b", ``, 400, `{"code":3,"message":"too many values for field \"source_id\": a, b","details":[]}`},

@@ -46,8 +46,9 @@ func lcSeed(b *testing.B, env *testenv.Env, nChall, perChall int, until time.Tim
 					failed.Store(err)
 					continue
 				}
-				u := until
-				in := &store.Instance{ChallengeID: j.cid, Identity: id, SourceID: j.sid, Since: time.Now(), LastRenew: time.Now(), Until: &u,
+				// until = last renewal + the challenge's timeout (3600 s).
+				renewed := until.Add(-time.Hour)
+				in := &store.Instance{ChallengeID: j.cid, Identity: id, SourceID: j.sid, Since: renewed, LastRenew: renewed,
 					ConnectionInfo: "seeded " + id, Digest: proto.Digest, Project: proto.Project}
 				if err := env.App.Store.CommitInstance(ctx, in); err != nil {
 					failed.Store(err)

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -339,6 +340,11 @@ func InvalidArgument(field, reason, description string) *Error {
 		info(ReasonInvalidArgument, Domain, map[string]string{"field": field}),
 		badRequest(FieldViolation{Field: field, Reason: reason, Description: description}),
 	)
+}
+
+// BodyTooSlow: the request body did not arrive within timeout (400).
+func BodyTooSlow(timeout time.Duration) *Error {
+	return InvalidArgument("body", "TOO_SLOW", "The request body was not received within "+timeout.String()+".")
 }
 
 // BodyTooLarge: the request body exceeds limit bytes (400).

@@ -81,6 +81,10 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		// Deployments queue here, not in front of the function: reads
 		// keep flowing when every engine slot is busy.
 		MaxProcesses: int(cfg.EngineConcurrency),
+		// The manager runs the engine on a stack only with the right to it
+		// (the instance's writer lock, a fresh identity, the janitor's
+		// orphan grace): a stack lock it meets is a dead engine's.
+		ExclusiveStacks: true,
 	})
 	if err != nil {
 		cli.Close()

@@ -23,6 +23,16 @@ func Until(now time.Time, until *time.Time, timeout *time.Duration) *time.Time {
 	return &t
 }
 
+// Instance is when a claimed instance expires: Until counted from its last
+// renewal, or from the challenge's last update when that is later (an update
+// resets the until of every instance, contract §4.4).
+func Instance(lastRenew, challengeUpdated time.Time, until *time.Time, timeout *time.Duration) *time.Time {
+	if challengeUpdated.After(lastRenew) {
+		lastRenew = challengeUpdated
+	}
+	return Until(lastRenew, until, timeout)
+}
+
 // Expired reports whether a deadline has passed at now. An unset deadline never
 // passes.
 func Expired(now time.Time, until *time.Time) bool {

@@ -57,6 +57,12 @@ type Config struct {
 	// deployments queue, where the platform's request concurrency limit would
 	// queue the reads behind them.
 	MaxProcesses int
+	// ExclusiveStacks says that every caller runs an operation on a stack only
+	// while no other engine may (challfn's manager holds the instance's writer
+	// lock in etcd, or a fresh identity): a stack lock met then was left by an
+	// engine that is gone (its lock's lease expired, which is how the caller
+	// got the stack), and is broken at once instead of after OpTimeout.
+	ExclusiveStacks bool
 }
 
 // Engine runs Pulumi operations on stacks of one backend. It is safe for concurrent use:

@@ -243,6 +243,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	}
 	if newRef != "" || changedAdditional {
 		c.Generation++
+		c.Strategy = string(strategy)
 	}
 
 	claimed, pooled, err := m.o.Store.Instances(ctx, c.ID)
@@ -258,48 +259,55 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 		}
 	}
 	// Every claimed instance's until follows the challenge, from now
-	// (contract §4.4 step 8, §12.6), on every update.
+	// (contract §4.4 step 8, §12.6), on every update: UpdatedAt, from which
+	// every until counts (untilOf). No instance record is written for it.
 	now := m.now()
-	until := expiry.Until(now, c.Until, c.Timeout)
+	c.UpdatedAt = now
+	// Instances to bring to the challenge's generation: new changes, plus
+	// earlier ones that failed or are still pending (a re-sent PATCH
+	// retries; a new round, so that failures of an earlier attempt are not
+	// taken for this one's).
+	var updating []*store.Instance
 	for _, in := range claimed {
-		in.Until = until
+		if in.Generation < c.Generation {
+			updating = append(updating, in)
+		}
 	}
-	// A retry (the same PATCH again) forgets the failures recorded at this
-	// generation: the wait below must report this attempt's, not the last.
-	written := slices.Clone(claimed)
+	// Pooled instances are never updated: no player has seen them, so the
+	// outdated ones are taken out of the pool in this transaction (no claim
+	// can get them any more), destroyed, and replaced by the pool at the new
+	// generation. Those already withdrawn are on their way out.
+	var live, withdrawn []*store.Instance
 	for _, in := range pooled {
-		if in.Generation < c.Generation && in.FailedGeneration >= c.Generation {
-			written = append(written, in)
+		switch {
+		case in.Draining:
+		case in.Generation < c.Generation:
+			out := *in
+			out.Draining = true
+			withdrawn = append(withdrawn, &out)
+		default:
+			live = append(live, in)
 		}
 	}
-	for _, in := range written {
-		if in.Generation < c.Generation && in.FailedGeneration >= c.Generation {
-			in.FailedGeneration, in.LastError = 0, ""
-		}
+	// Pool: grow or shrink to the new bounds; no pool work once expired.
+	delta := pool.NewDelta(c.Min, c.Max, int64(len(claimed)), int64(len(live)))
+	slices.SortFunc(live, func(a, b *store.Instance) int { return strings.Compare(a.Identity, b.Identity) })
+	gone := append(withdrawn, live[:min(int(delta.Delete), len(live))]...)
+	if len(updating)+len(gone) > 0 {
+		c.Round++
 	}
-	if err := m.o.Store.UpdateChallenge(ctx, c, written, held.Fence()...); err != nil {
+	if err := m.o.Store.UpdateChallenge(ctx, c, withdrawn, held.Fence()...); err != nil {
 		return nil, storeError(err)
 	}
-
-	// Pool: grow or shrink to the new bounds; no pool work once expired.
-	delta := pool.NewDelta(c.Min, c.Max, int64(len(claimed)), int64(len(pooled)))
 	if delta.Create > 0 && !expiry.Expired(now, c.Until) {
 		m.requestPoolFill(ctx, c.ID)
 	}
-	slices.SortFunc(pooled, func(a, b *store.Instance) int { return strings.Compare(a.Identity, b.Identity) })
-	shrink := pooled[:min(int(delta.Delete), len(pooled))]
 	var work []workItem
-	for _, in := range shrink {
+	for _, in := range gone {
 		work = append(work, deleteWork(c.ID, in.Identity, "pool-shrink"))
 	}
-	// Instances to bring to the challenge's generation: new changes, plus
-	// earlier ones that failed or are still pending (a re-sent PATCH retries).
-	var updating []*store.Instance
-	for _, in := range append(claimed, pooled[len(shrink):]...) {
-		if in.Generation < c.Generation {
-			updating = append(updating, in)
-			work = append(work, updateWork(c.ID, in.Identity, c.Digest, strategy, c.Generation))
-		}
+	for _, in := range updating {
+		work = append(work, updateWork(c.ID, in.Identity, c.Digest, iac.Strategy(c.Strategy), c.Generation))
 	}
 	// The instance work takes the challenge lock in reader mode: let go first.
 	if err := held.Release(ctx); err != nil {
@@ -307,7 +315,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	}
 	m.dispatch(ctx, work)
 	// Waiting is the client's business: it ends when the client leaves.
-	if err := m.awaitConvergence(reqCtx, c.ID, shrink, updating); err != nil {
+	if err := m.awaitConvergence(reqCtx, c.ID, c.Round, gone, updating); err != nil {
 		return nil, err
 	}
 	out, err := m.RetrieveChallenge(reqCtx, c.ID)
@@ -343,47 +351,60 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 	if err != nil {
 		return storeError(err)
 	}
-	if !c.Deleting {
-		c.Deleting = true
-		if err := m.o.Store.UpdateChallenge(ctx, c, nil, held.Fence()...); err != nil {
+	// A new round, also when the DELETE is sent again: what failed at an
+	// earlier one is retried, not reported (awaitConvergence).
+	c.Deleting = true
+	c.Round++
+	if err := m.o.Store.UpdateChallenge(ctx, c, nil, held.Fence()...); err != nil {
+		return storeError(err)
+	}
+	// An update that was already running when the challenge was marked (its
+	// challenge lock released early) may still rename an instance
+	// (blue-green) after the listing: what is left is deleted in another round.
+	for attempt := 1; ; attempt++ {
+		claimed, pooled, err := m.o.Store.Instances(ctx, id)
+		if err != nil {
+			return storeError(err)
+		}
+		all := append(claimed, pooled...)
+		work := make([]workItem, 0, len(all))
+		for _, in := range all {
+			work = append(work, deleteWork(id, in.Identity, "challenge-delete"))
+		}
+		if err := held.Release(ctx); err != nil {
+			m.log.WarnContext(ctx, "releasing challenge lock", "error", err)
+		}
+		m.dispatch(ctx, work)
+		if err := m.awaitConvergence(reqCtx, id, c.Round, all, nil); err != nil {
+			return err
+		}
+
+		ctx, held, err = m.acquire(reqCtx, lock.Chain{Challenge: id, ChallengeMode: lock.Write})
+		if err != nil {
+			return storeError(err)
+		}
+		defer held.Release(ctx)
+		err = m.o.Store.DeleteChallenge(ctx, id, held.Fence()...)
+		switch {
+		case err == nil:
+			m.log.InfoContext(ctx, "challenge deleted", "instances", len(all), "rounds", attempt)
+			return nil
+		case errors.Is(err, store.ErrNotFound):
+			return nil // a concurrent DELETE finished first
+		case !errors.Is(err, store.ErrNotEmpty) || attempt == maxDeleteRounds:
 			return storeError(err)
 		}
 	}
-	claimed, pooled, err := m.o.Store.Instances(ctx, id)
-	if err != nil {
-		return storeError(err)
-	}
-	all := append(claimed, pooled...)
-	work := make([]workItem, 0, len(all))
-	for _, in := range all {
-		work = append(work, deleteWork(id, in.Identity, "challenge-delete"))
-	}
-	if err := held.Release(ctx); err != nil {
-		m.log.WarnContext(ctx, "releasing challenge lock", "error", err)
-	}
-	m.dispatch(ctx, work)
-	if err := m.awaitConvergence(reqCtx, id, all, nil); err != nil {
-		return err
-	}
-
-	ctx, held, err = m.acquire(reqCtx, lock.Chain{Challenge: id, ChallengeMode: lock.Write})
-	if err != nil {
-		return storeError(err)
-	}
-	defer held.Release(ctx)
-	if err := m.o.Store.DeleteChallenge(ctx, id, held.Fence()...); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // a concurrent DELETE finished first
-		}
-		return storeError(err)
-	}
-	m.log.InfoContext(ctx, "challenge deleted", "instances", len(all))
-	return nil
 }
 
+// maxDeleteRounds bounds the listings of a challenge deletion: each one is
+// caused by an update that was running when the deletion began.
+const maxDeleteRounds = 4
+
 // awaitConvergence waits until every instance of gone is deleted and every
-// instance of updating reached the challenge's generation or failed at it.
-func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, gone, updating []*store.Instance) error {
+// instance of updating reached the challenge's generation, or failed at update
+// round round (or later).
+func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, round int64, gone, updating []*store.Instance) error {
 	if len(gone) == 0 && len(updating) == 0 {
 		return nil
 	}
@@ -393,7 +414,7 @@ func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, gone
 	defer cancel()
 	delay := 50 * time.Millisecond
 	for {
-		pending, failed, err := m.progress(ctx, challengeID, gone, updating)
+		pending, failed, err := m.progress(ctx, challengeID, round, gone, updating)
 		if err != nil && ctx.Err() == nil {
 			return storeError(err)
 		}
@@ -416,7 +437,7 @@ func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, gone
 	}
 }
 
-func (m *Manager) progress(ctx context.Context, challengeID string, gone, updating []*store.Instance) (pending int, failed []string, err error) {
+func (m *Manager) progress(ctx context.Context, challengeID string, round int64, gone, updating []*store.Instance) (pending int, failed []string, err error) {
 	c, err := m.o.Store.GetChallenge(ctx, challengeID)
 	if errors.Is(err, store.ErrNotFound) {
 		// A concurrent DELETE finished: its instances are all gone, and
@@ -440,7 +461,7 @@ func (m *Manager) progress(ctx context.Context, challengeID string, gone, updati
 	}
 	for _, in := range gone {
 		if cur, ok := byIdentity[in.Identity]; ok {
-			if cur.DeleteFailed {
+			if cur.DeleteFailed && cur.FailedRound >= round {
 				failed = append(failed, m.describe(cur))
 				continue
 			}
@@ -456,7 +477,7 @@ func (m *Manager) progress(ctx context.Context, challengeID string, gone, updati
 		switch {
 		case cur == nil: // deleted meanwhile: nothing to wait for
 		case cur.Generation >= c.Generation:
-		case cur.FailedGeneration >= c.Generation:
+		case cur.FailedGeneration >= c.Generation && cur.FailedRound >= round:
 			failed = append(failed, m.describe(cur))
 		default:
 			pending++

@@ -28,8 +28,8 @@ func (m *Manager) scenarioError(err error, ref string, validation bool) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+	if (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && scenario.KindOf(err) != scenario.KindUnreachable {
+		return err // the caller's own deadline or cancellation
 	}
 	var se *scenario.Error
 	detail := err.Error()

@@ -68,12 +68,11 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	if err := m.o.Limits.CheckAdditional("additional", c.Additional, req.Additional); err != nil {
 		return nil, err
 	}
-	until := expiry.Until(now, c.Until, c.Timeout)
 
 	// Pool path.
 	cctx, claimSpan := telemetry.Start(ctx, "pool.claim")
 	claim, err := m.o.Store.ClaimPooled(cctx, cid, sid, func(in *store.Instance) {
-		in.LastRenew, in.Until, in.Additional = now, until, req.Additional
+		in.LastRenew, in.Additional = now, req.Additional
 	}, held.Fence()...)
 	claimSpan.SetAttributes(attribute.Bool("pool.hit", err == nil))
 	if err == nil {
@@ -94,7 +93,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 			held.Release(ctx)
 			return m.redeployClaimed(ctx, c, claim.Instance)
 		}
-		return toAPIInstance(claim.Instance), nil
+		return toAPIInstance(c, claim.Instance), nil
 	}
 
 	// Fresh path.
@@ -112,7 +111,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 		return nil, err
 	}
 	m.log.InfoContext(ctx, "instance created")
-	return toAPIInstance(in), nil
+	return toAPIInstance(c, in), nil
 }
 
 // deploy creates the stack of a new instance and commits its record. It never
@@ -134,7 +133,6 @@ func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID s
 		SourceID:       sourceID,
 		Since:          now,
 		LastRenew:      now,
-		Until:          expiry.Until(now, c.Until, c.Timeout),
 		ConnectionInfo: outs.ConnectionInfo,
 		Flags:          outs.Flags,
 		Additional:     additional,
@@ -170,24 +168,37 @@ func commitRefused(err error) bool {
 }
 
 // redeployClaimed re-runs `up` on a just-claimed pooled instance with the
-// request's additional values (contract §4.6). If that fails the instance is
-// destroyed and forgotten (upstream kept a broken claim, so every retry got
-// 409): the player can simply ask again.
-func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, in *store.Instance) (*api.Instance, error) {
-	ctx = telemetry.WithIdentity(ctx, in.Identity)
-	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: c.ID, ChallengeMode: lock.Read, Instance: in.Identity, InstanceMode: lock.Write})
+// request's additional values (contract §4.6), under the instance's writer
+// lock. If that fails the instance is destroyed and forgotten (upstream kept a
+// broken claim, so every retry got 409): the player can simply ask again.
+func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, claimed *store.Instance) (*api.Instance, error) {
+	ctx = telemetry.WithIdentity(ctx, claimed.Identity)
+	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: c.ID, ChallengeMode: lock.Read, Instance: claimed.Identity, InstanceMode: lock.Write})
 	if err != nil {
 		return nil, storeError(err)
 	}
 	defer held.Release(ctx)
+	// What happened to the claim between its transaction and this lock (an
+	// update brought it to the challenge's generation with these very values,
+	// or the player deleted it) is what counts.
+	in, err := m.o.Store.InstanceByIdentity(ctx, c.ID, claimed.Identity)
+	if errors.Is(err, store.ErrNotFound) || err == nil && in.SourceID != claimed.SourceID {
+		return nil, apierr.Unavailable("The instance was deleted while being set up, try again.")
+	}
+	if err != nil {
+		return nil, storeError(err)
+	}
 	sc, err := m.o.Scenarios.Get(ctx, in.Digest)
 	if err == nil {
 		var outs iac.Outputs
 		_, outs, err = m.engineUpdate(ctx, opUpdate, sc.Program, sc.Program, iac.UpdateInPlace, in.Identity, merge(c.Additional, in.Additional))
 		if err == nil {
-			in.ConnectionInfo, in.Flags = outs.ConnectionInfo, outs.Flags
-			if err = m.o.Store.PutInstance(ctx, in, held.Fence()...); err == nil {
-				return toAPIInstance(in), nil
+			in, err = m.o.Store.ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
+				cur.ConnectionInfo, cur.Flags = outs.ConnectionInfo, outs.Flags
+				return nil
+			}, held.Fence()...)
+			if err == nil {
+				return toAPIInstance(c, in), nil
 			}
 			err = storeError(err)
 		} else {
@@ -196,7 +207,7 @@ func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, in *s
 	} else {
 		err = m.scenarioError(err, c.Scenario, false)
 	}
-	if derr := m.destroy(ctx, opRollback, in, held); derr != nil {
+	if derr := m.destroy(ctx, opRollback, in, c.Round, held); derr != nil {
 		m.log.ErrorContext(ctx, "destroying a claimed instance whose update failed", "error", derr)
 	}
 	return nil, err
@@ -212,7 +223,7 @@ func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID st
 	if err := api.ValidateID("source_id", sourceID); err != nil {
 		return nil, err
 	}
-	in, err := m.o.Store.InstanceBySource(ctx, challengeID, sourceID)
+	c, in, err := m.o.Store.InstanceWithChallenge(ctx, challengeID, sourceID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, apierr.InstanceNotFound(challengeID, sourceID)
 	}
@@ -221,23 +232,30 @@ func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID st
 		m.report(telemetry.WithChallenge(ctx, challengeID), "instance retrieval", err)
 		return nil, err
 	}
-	return toAPIInstance(in), nil
+	return toAPIInstance(c, in), nil
 }
 
 // QueryInstances streams the instances of a source across challenges, from
-// the by-source index (one etcd revision).
+// the by-source index and the challenges (one etcd revision).
 func (m *Manager) QueryInstances(ctx context.Context, sourceID string, send func(*api.Instance) error) error {
+	if sourceID == "" {
+		return nil // upstream's answer: nobody has an empty source id
+	}
 	if err := api.ValidateID("source_id", sourceID); err != nil {
 		return err
 	}
-	ins, err := m.o.Store.InstancesBySource(ctx, sourceID)
+	ins, cs, err := m.o.Store.SourceInstances(ctx, sourceID)
 	if err != nil {
 		err = storeError(err)
 		m.report(ctx, "instance query", err)
 		return err
 	}
 	for _, in := range ins {
-		if err := send(toAPIInstance(in)); err != nil {
+		c := cs[in.ChallengeID]
+		if c == nil {
+			continue // a challenge deleted in a transaction of its own: never here
+		}
+		if err := send(toAPIInstance(c, in)); err != nil {
 			return err
 		}
 	}
@@ -302,15 +320,17 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 		return nil, apierr.ChallengeNoRenewal(challengeID)
 	}
 	now := m.now()
-	if expiry.Expired(now, in.Until) {
+	if expiry.Expired(now, untilOf(c, in)) {
 		return nil, apierr.InstanceExpired(challengeID, sourceID)
 	}
-	in.LastRenew = now
-	in.Until = expiry.Until(now, c.Until, c.Timeout)
-	if err := m.o.Store.PutInstance(ctx, in, held.Fence()...); err != nil {
+	in, err = m.o.Store.ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
+		cur.LastRenew = now
+		return nil
+	}, held.Fence()...)
+	if err != nil {
 		return nil, storeError(err)
 	}
-	out := toAPIInstance(in)
+	out := toAPIInstance(c, in)
 	out.Additional = nil
 	return out, nil
 }
@@ -343,7 +363,7 @@ func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID stri
 		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
 	}
 	ctx = telemetry.WithIdentity(ctx, in.Identity)
-	if err := m.destroy(ctx, opDelete, in, held); err != nil {
+	if err := m.destroy(ctx, opDelete, in, c.Round, held); err != nil {
 		return err
 	}
 	m.log.InfoContext(ctx, "instance deleted")
@@ -355,18 +375,28 @@ func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID stri
 
 // destroy destroys an instance's stack from its stored project and identity
 // (never from the challenge's current scenario, which may have changed) and
-// removes its record. On failure the record stays, marked, so the deletion
-// can be retried (by the client, the broker or the janitor).
-func (m *Manager) destroy(ctx context.Context, op string, in *store.Instance, held *lock.Held) error {
+// removes its record. On failure the record stays, marked as failed at the
+// challenge's update round, so the deletion can be retried (by the client,
+// the broker or the janitor).
+//
+// The record removed is the current one, whatever was written to it during the
+// destroy (a renewal): a stack that is gone must leave no record behind. Only a
+// lost lock (ErrFenced) keeps it, for the janitor to repair.
+func (m *Manager) destroy(ctx context.Context, op string, in *store.Instance, round int64, held *lock.Held) error {
+	ctx = context.WithoutCancel(ctx)
 	if err := m.engineDestroy(ctx, op, in.Project, in.Identity); err != nil {
-		in.DeleteFailed, in.LastError = true, errorSummary(err)
-		if perr := m.o.Store.PutInstance(context.WithoutCancel(ctx), in, held.Fence()...); perr != nil {
+		summary := errorSummary(err)
+		_, perr := m.o.Store.ModifyInstance(ctx, in.ChallengeID, in.Identity, func(cur *store.Instance) error {
+			cur.DeleteFailed, cur.FailedRound, cur.LastError = true, round, summary
+			return nil
+		}, held.Fence()...)
+		if perr != nil && !errors.Is(perr, store.ErrNotFound) {
 			m.log.WarnContext(ctx, "recording a failed deletion", "error", perr)
 		}
 		return engineError(ctx, err, "Destruction of the instance", m.o.Debug)
 	}
-	if err := m.o.Store.DeleteInstance(context.WithoutCancel(ctx), in, held.Fence()...); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return storeError(err)
+	if err := m.o.Store.RemoveInstance(ctx, in.ChallengeID, in.Identity, held.Fence()...); err != nil {
+		return storeError(fmt.Errorf("removing the record of a destroyed stack (the janitor repairs it): %w", err))
 	}
 	return nil
 }
@@ -459,10 +489,13 @@ func (m *Manager) fillOne(ctx context.Context, d events.PoolFill) (more bool, er
 // a challenge (identities are hex, so it never collides with one).
 const poolLockName = "pool"
 
-// updateInstance handles an update event: bring one instance to the
-// challenge's current scenario and additional values with the event's
-// strategy. It is a no-op for an instance already at the challenge's
-// generation (duplicate or late event) or gone.
+// updateInstance handles an update event: bring one claimed instance to the
+// challenge's current scenario and additional values, with the strategy of
+// the update that made the challenge's generation (Challenge.Strategy: a later
+// update that changed neither, an until-only PATCH say, cannot change it). It
+// is a no-op for an instance already at the challenge's generation (a
+// duplicate or late event), gone, or pooled: outdated pooled instances are
+// withdrawn by the update and replaced by the pool (UpdateChallenge).
 func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) error {
 	ctx, span := telemetry.Start(ctx, "instance.update")
 	defer span.End()
@@ -485,15 +518,19 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 	if err != nil {
 		return err
 	}
-	if in.Generation >= c.Generation {
+	if in.Generation >= c.Generation || in.Pooled() {
 		return nil
 	}
 	if err := held.ReleaseChallenge(ctx); err != nil {
 		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
 	}
 	fail := func(err error) error {
-		in.FailedGeneration, in.LastError = c.Generation, errorSummary(err)
-		if perr := m.o.Store.PutInstance(context.WithoutCancel(ctx), in, held.Fence()...); perr != nil {
+		summary := errorSummary(err)
+		_, perr := m.o.Store.ModifyInstance(context.WithoutCancel(ctx), c.ID, in.Identity, func(cur *store.Instance) error {
+			cur.FailedGeneration, cur.FailedRound, cur.LastError = c.Generation, c.Round, summary
+			return nil
+		}, held.Fence()...)
+		if perr != nil {
 			m.log.WarnContext(ctx, "recording a failed update", "error", perr)
 		}
 		return err
@@ -506,28 +543,36 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 	if err != nil {
 		return fail(err)
 	}
-	strategy := iac.Strategy(d.Strategy)
+	strategy := iac.Strategy(c.Strategy)
+	if strategy == "" {
+		strategy = iac.UpdateInPlace
+	}
 	newID, outs, err := m.engineUpdate(ctx, opUpdate, oldSc.Program, newSc.Program, strategy, in.Identity, merge(c.Additional, in.Additional))
 	if err != nil && !errors.Is(err, iac.ErrOldNotDestroyed) {
 		return permanentIfInvalid(fail(err))
 	}
 	oldErr := err
-	updated := *in
-	updated.Identity, updated.ConnectionInfo, updated.Flags = newID, outs.ConnectionInfo, outs.Flags
-	updated.Digest, updated.Project, updated.Generation = c.Digest, newSc.Program.Project, c.Generation
-	updated.FailedGeneration, updated.LastError = 0, ""
-	if err := m.o.Store.ReplaceInstance(ctx, in, &updated, held.Fence()...); err != nil {
-		if newID != in.Identity {
+	_, err = m.o.Store.ModifyInstance(context.WithoutCancel(ctx), c.ID, in.Identity, func(cur *store.Instance) error {
+		cur.Identity, cur.ConnectionInfo, cur.Flags = newID, outs.ConnectionInfo, outs.Flags
+		cur.Digest, cur.Project, cur.Generation = c.Digest, newSc.Program.Project, c.Generation
+		cur.FailedGeneration, cur.FailedRound, cur.LastError = 0, 0, ""
+		return nil
+	}, held.Fence()...)
+	if err != nil {
+		if newID != in.Identity && errors.Is(err, store.ErrNotFound) {
+			// No record wants the new side: remove it. On any other failure
+			// the commit may have been applied (etcd timeout) or another
+			// holder may be at work (lost lock): the janitor repairs.
 			_ = m.engineDestroy(context.WithoutCancel(ctx), opRollback, newSc.Program.Project, newID)
 		}
-		return err
+		return storeError(fmt.Errorf("saving the updated instance: %w", err))
 	}
 	if oldErr != nil {
 		// The new blue-green side is live; the old stack leaked and is the
 		// janitor's to remove (a stack without record).
 		m.log.ErrorContext(ctx, "old stack of a blue-green update not destroyed; the janitor will retry", "error", oldErr)
 	}
-	m.log.InfoContext(ctx, "instance updated", "strategy", d.Strategy, "new_identity", newID)
+	m.log.InfoContext(ctx, "instance updated", "strategy", string(strategy), "new_identity", newID)
 	return nil
 }
 
@@ -536,7 +581,7 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete) error {
 	ctx, span := telemetry.Start(ctx, "instance.delete")
 	defer span.End()
-	if d.Reason == "expired" || d.Reason == "pool-shrink" {
+	if d.Reason == "expired" || d.Reason == "pool-shrink" || d.Reason == reasonRepair {
 		// The janitor asks again at its next run if still needed: when
 		// the instance is being deleted (an earlier request of the same
 		// janitor work), renewed or updated right now, step aside rather
@@ -558,8 +603,12 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 	if err != nil {
 		return err
 	}
-	if d.Reason == "expired" && !expiry.Expired(m.now(), in.Until) {
-		return nil // renewed since the janitor looked
+	c, err := m.o.Store.GetChallenge(ctx, d.ChallengeID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if d.Reason == "expired" && (c == nil || !expiry.Expired(m.now(), untilOf(c, in))) {
+		return nil // renewed (or its challenge updated) since the janitor looked
 	}
 	if d.Reason == "pool-shrink" && !in.Pooled() {
 		return nil // claimed since the janitor looked
@@ -580,15 +629,18 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 	// rule as a player's deletion (counted before, under the challenge lock).
 	var refill bool
 	if d.Reason == "expired" {
-		c, cerr := m.o.Store.GetChallenge(ctx, d.ChallengeID)
 		counts, nerr := m.o.Store.PoolCounts(ctx, d.ChallengeID)
-		refill = cerr == nil && nerr == nil && !c.Deleting && !expiry.Expired(m.now(), c.Until) &&
+		refill = nerr == nil && !c.Deleting && !expiry.Expired(m.now(), c.Until) &&
 			pool.RefillAfterDelete(c.Min, c.Max, counts.Pooled, counts.Total)
 	}
 	if err := held.ReleaseChallenge(ctx); err != nil {
 		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
 	}
-	if err := m.destroy(ctx, destroyOp(d.Reason), in, held); err != nil {
+	var round int64
+	if c != nil {
+		round = c.Round
+	}
+	if err := m.destroy(ctx, destroyOp(d.Reason), in, round, held); err != nil {
 		return err
 	}
 	if refill {

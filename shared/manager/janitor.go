@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/challfn/challfn/shared/events"
@@ -11,6 +12,7 @@ import (
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
 	"github.com/challfn/challfn/shared/pool"
+	"github.com/challfn/challfn/shared/store"
 	"github.com/challfn/challfn/shared/telemetry"
 )
 
@@ -38,9 +40,10 @@ type JanitorReport struct {
 	PoolFills, PoolShrinks int
 	// Resumed deletions of deleting challenges, and the challenges finished.
 	Resumed, Finished int
-	// Orphans: stacks without record destroyed; Suspects: seen for the first
-	// time, destroyed at a later run if still unknown.
-	Orphans, Suspects int
+	// Orphans: stacks without record destroyed; Repaired: records without
+	// stack whose removal was requested; Suspects: either, seen for the first
+	// time, repaired at a later run if still so.
+	Orphans, Repaired, Suspects int
 	// StaleLocks: engine lock files of stacks that do not exist, deleted.
 	StaleLocks int
 	// Failures of individual steps (logged).
@@ -82,21 +85,10 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 	}
 	now := m.now()
 
-	// 1. Expiry, from the index: no scan of every record.
-	expired, err := m.o.Store.ExpiredInstances(ctx, now)
-	if err != nil {
-		return rep, storeError(err)
-	}
-	var work []workItem
-	for _, in := range expired {
-		work = append(work, deleteWork(in.ChallengeID, in.Identity, "expired"))
-	}
-	rep.Expired = len(expired)
-
-	// 2. Pools and interrupted deletions, from one snapshot of every
-	// challenge with its instances and one read of the spin-ups in flight:
-	// two etcd round trips whatever the number of challenges (reads per
-	// challenge made a no-op run over 10 000 challenges take seconds).
+	// 1. Every challenge with its instances, from one snapshot, and the
+	// spin-ups in flight: two etcd round trips whatever the number of
+	// challenges (reads per challenge made a no-op run over 10 000
+	// challenges take seconds).
 	views, err := m.o.Store.AllChallenges(ctx)
 	if err != nil {
 		return rep, storeError(err)
@@ -114,6 +106,7 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 			reserved[p.ChallengeID]++
 		}
 	}
+	var work []workItem
 	for _, v := range views {
 		c := v.Challenge
 		claimed, pooled := v.Claimed, v.Pooled
@@ -131,6 +124,14 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 			}
 			rep.Resumed++
 			continue
+		}
+		// 2. Expiry: every claimed instance whose until (derived from its
+		// challenge, see untilOf) has passed.
+		for _, in := range claimed {
+			if expiry.Expired(now, untilOf(c, in)) {
+				work = append(work, deleteWork(c.ID, in.Identity, "expired"))
+				rep.Expired++
+			}
 		}
 		if expiry.Expired(now, c.Until) {
 			continue // no pool work for an expired challenge
@@ -160,9 +161,9 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 	}
 	m.dispatchJanitor(ctx, work)
 
-	// 3. Stacks without records.
+	// 3. Stacks without records, records without stacks.
 	if stacks != nil {
-		if err := m.repairOrphans(ctx, stacks, now, orphanGrace, &rep); err != nil {
+		if err := m.repairOrphans(ctx, stacks, views, now, orphanGrace, &rep); err != nil {
 			rep.Failures++
 			m.log.ErrorContext(ctx, "orphan repair failed", "error", err)
 		}
@@ -195,12 +196,26 @@ func (m *Manager) dispatchJanitor(ctx context.Context, work []workItem) {
 	}
 }
 
-type orphanSuspects map[string]time.Time // "<project>/<identity>" → first seen
+// orphanSuspects are the leaks seen at earlier runs, by first sighting:
+// "<project>/<identity>" for a stack no record knows, "record/<challenge>/<identity>"
+// for a record whose stack is not in the backend.
+type orphanSuspects map[string]time.Time
 
-func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now time.Time, grace time.Duration, rep *JanitorReport) error {
+// repairOrphans restores "a record exists exactly when its stack exists" for
+// what the operations could not: stacks no record knows (a create killed
+// between its `up` and its commit) are destroyed; records whose stack is gone
+// (a destroy whose record removal was refused, its lock lost) are removed.
+// Either must stay so for grace, across two runs, before it is repaired: a
+// stack being created has no record yet, and a recreate has no stack for a
+// moment.
+func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, views []*store.Snapshot, now time.Time, grace time.Duration, rep *JanitorReport) error {
 	refs, err := stacks.ListStacks(ctx)
 	if err != nil {
 		return err
+	}
+	deployed := make(map[string]bool, len(refs))
+	for _, ref := range refs {
+		deployed[ref.Identity] = true
 	}
 	known, err := m.o.Store.Identities(ctx)
 	if err != nil {
@@ -237,6 +252,30 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now tim
 		rep.Orphans++
 		m.log.InfoContext(ctx, "orphan stack destroyed", "project", ref.Project, "identity", ref.Identity)
 	}
+	var repairs []workItem
+	for _, v := range views {
+		for _, in := range append(slices.Clone(v.Claimed), v.Pooled...) {
+			if deployed[in.Identity] {
+				continue
+			}
+			key := "record/" + in.ChallengeID + "/" + in.Identity
+			first, seen := prev[key]
+			switch {
+			case !seen:
+				next[key] = now
+				rep.Suspects++
+			case now.Sub(first) < grace:
+				next[key] = first
+			default:
+				// Removed under the instance's lock, unless someone is at
+				// work on it (then it is seen again at the next run).
+				repairs = append(repairs, deleteWork(in.ChallengeID, in.Identity, reasonRepair))
+				rep.Repaired++
+				next[key] = first
+			}
+		}
+	}
+	m.dispatchJanitor(ctx, repairs)
 	if sw, ok := stacks.(LockSweeper); ok {
 		n, err := sw.SweepLocks(ctx, refs)
 		rep.StaleLocks += n

@@ -17,7 +17,7 @@ const (
 	opDelete   = "delete"   // a deletion asked for (API, challenge deletion)
 	opExpire   = "expire"   // an expired instance destroyed
 	opRollback = "rollback" // an instance destroyed because its creation or claim failed
-	opOrphan   = "orphan"   // a stack no record knows, destroyed by the janitor
+	opOrphan   = "orphan"   // a stack no record knows destroyed, or a record without stack removed, by the janitor
 )
 
 // deployOp is the op of deploying an instance for sourceID ("" = the pool).
@@ -35,9 +35,14 @@ func destroyOp(reason string) string {
 		return opExpire
 	case "pool-shrink":
 		return opPool
+	case reasonRepair:
+		return opOrphan
 	}
 	return opDelete
 }
+
+// reasonRepair deletes a record whose stack is gone (janitor).
+const reasonRepair = "repair"
 
 func (m *Manager) engineCreate(ctx context.Context, op string, p iac.Program, identity string, additional map[string]string) (iac.Outputs, error) {
 	start := time.Now()

@@ -132,7 +132,10 @@ func classify(ref string, err error) error {
 		return err
 	}
 	var resp *errcode.ErrorResponse
+	var noAnswer errNoAnswer
 	switch {
+	case errors.As(err, &noAnswer):
+		return newErr(KindUnreachable, ref, noAnswer.Error(), err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return newErr(KindOCI, ref, "", err)
 	case errors.Is(err, auth.ErrBasicCredentialNotFound):

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -130,6 +131,14 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 // Close releases the store.
 func (m *Manager) Close() error { return m.bucket.Close() }
 
+// Deadlines of the scenario store (a bucket) and of compiles: a registration
+// or a cold Get never hangs on them. A compile of a Pulumi program from cold
+// caches takes minutes; both stay under the functions' 600 s request timeout.
+const (
+	StoreTimeout   = 2 * time.Minute
+	CompileTimeout = 8 * time.Minute
+)
+
 // Resolve returns the sha256 digest ("sha256:<hex>") ref points to now. It
 // is never cached: a moving tag must be seen moving (hot updates compare
 // digests).
@@ -226,7 +235,9 @@ func (m *Manager) prepare(ctx context.Context, ref string, repo *remote.Reposito
 		return p, nil
 	}
 	key := storeKey(desc.Digest)
-	inStore, err := m.bucket.Exists(ctx, key)
+	ectx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	inStore, err := m.bucket.Exists(ectx, key)
+	cancel()
 	if err != nil {
 		return iac.Program{}, newErr(KindStore, ref, "scenario store", err)
 	}
@@ -297,7 +308,7 @@ func (m *Manager) preprocess(ctx context.Context, ref, dir string) (string, erro
 func (m *Manager) upload(ctx context.Context, ref string, d digest.Digest, dir, project string) (err error) {
 	ctx, span := m.tracer.Start(ctx, "scenario.store.upload")
 	defer span.End()
-	wctx, cancel := context.WithCancel(ctx)
+	wctx, cancel := context.WithTimeout(ctx, StoreTimeout)
 	defer cancel()
 	w, err := m.bucket.NewWriter(wctx, storeKey(d), &blob.WriterOptions{
 		ContentType: "application/gzip",
@@ -322,6 +333,8 @@ func (m *Manager) upload(ctx context.Context, ref string, d digest.Digest, dir, 
 func (m *Manager) download(ctx context.Context, ref string, d digest.Digest) (iac.Program, error) {
 	ctx, span := m.tracer.Start(ctx, "scenario.store.download")
 	defer span.End()
+	ctx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	defer cancel()
 	r, err := m.bucket.NewReader(ctx, storeKey(d), nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return iac.Program{}, record(span, newErr(KindNotPrepared, ref, "digest "+d.String()+" was never registered on this store", err))

@@ -3,11 +3,11 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
 	"strings"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -37,15 +37,12 @@ func (s *Store) writeOps(i *Instance) ([]clientv3.Op, error) {
 		}
 	} else {
 		ops = append(ops, clientv3.OpPut(s.srcKey(i.ChallengeID, i.SourceID), string(v)))
-		if i.Until != nil {
-			ops = append(ops, clientv3.OpPut(s.expKey(i.ChallengeID, i.Identity, *i.Until), i.SourceID))
-		}
 	}
 	return ops, nil
 }
 
-// dropOps delete every key of the record as stored (old identity, old
-// until), except the keys rewritten by writeOps of next (nil = none):
+// dropOps delete every key of the record as stored (old identity), except
+// the keys rewritten by writeOps of next (nil = none):
 // deleting a key and putting it again in one transaction is refused by etcd.
 func (s *Store) dropOps(old, next *Instance) []clientv3.Op {
 	keep := map[string]bool{}
@@ -66,9 +63,6 @@ func (s *Store) dropOps(old, next *Instance) []clientv3.Op {
 		del(s.poolKey(old.ChallengeID, old.Identity))
 	} else {
 		del(s.srcKey(old.ChallengeID, old.SourceID))
-		if old.Until != nil {
-			del(s.expKey(old.ChallengeID, old.Identity, *old.Until))
-		}
 	}
 	return ops
 }
@@ -317,6 +311,53 @@ func (s *Store) getInstance(ctx context.Context, key string) (*Instance, error) 
 	return decodeInstance(resp.Kvs[0])
 }
 
+// InstanceWithChallenge reads the instance claimed by sid on cid and its
+// challenge in one transaction; ErrNotFound if either is absent.
+func (s *Store) InstanceWithChallenge(ctx context.Context, cid, sid string) (*Challenge, *Instance, error) {
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.challKey(cid)), clientv3.OpGet(s.srcKey(cid, sid))).Commit()
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: get instance: %w", err)
+	}
+	ck, ik := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
+	if len(ck) == 0 || len(ik) == 0 {
+		return nil, nil, fmt.Errorf("%w: instance of %q on %q", ErrNotFound, sid, cid)
+	}
+	c, err := decodeChallenge(ck[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	in, err := decodeInstance(ik[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, in, nil
+}
+
+// SourceInstances reads the instances claimed by sid on every challenge, with
+// their challenges (by id), in one transaction.
+func (s *Store) SourceInstances(ctx context.Context, sid string) ([]*Instance, map[string]*Challenge, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.srcDir(sid), clientv3.WithPrefix()),
+		clientv3.OpGet(s.challDir(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: instances of a source: %w", err)
+	}
+	ins, err := decodeInstances(resp.Responses[0].GetResponseRange().Kvs)
+	if err != nil {
+		return nil, nil, err
+	}
+	cs := map[string]*Challenge{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		c, err := decodeChallenge(kv)
+		if err != nil {
+			return nil, nil, err
+		}
+		cs[c.ID] = c
+	}
+	return ins, cs, nil
+}
+
 // InstancesBySource returns the instances claimed by sid on every challenge,
 // in one range read of the by-source index, ordered by challenge (escaped).
 func (s *Store) InstancesBySource(ctx context.Context, sid string) ([]*Instance, error) {
@@ -407,6 +448,72 @@ func (s *Store) ReplaceInstance(ctx context.Context, old, next *Instance, fence 
 	return nil
 }
 
+// ErrUnchanged, returned by the change function of ModifyInstance, leaves
+// the record as it is.
+var ErrUnchanged = errors.New("store: unchanged")
+
+// maxModifyAttempts bounds the re-reads of ModifyInstance and RemoveInstance:
+// each is caused by a concurrent write of the same record, and every writer of
+// an instance record but a renewal holds its instance lock.
+const maxModifyAttempts = 16
+
+// ModifyInstance applies change to the current record of identity on
+// challenge cid and writes the result, in one transaction comparing the
+// revision it read; when another write came in between, it reads again and
+// applies change again. So change must set only what its caller owns (the
+// outputs of a deployment, a failure, a renewal), never write back a whole
+// record read earlier: what an engine operation commits after minutes must
+// not undo a renewal made meanwhile. change may move the record to another
+// identity (a blue-green update; the new identity must be free). It may
+// return ErrUnchanged (nothing written, the current record returned) or any
+// other error (returned as is). ErrNotFound when the record is gone.
+func (s *Store) ModifyInstance(ctx context.Context, cid, identity string, change func(*Instance) error, fence ...clientv3.Cmp) (*Instance, error) {
+	for range maxModifyAttempts {
+		cur, err := s.InstanceByIdentity(ctx, cid, identity)
+		if err != nil {
+			return nil, err
+		}
+		next := *cur
+		next.stored = nil
+		if err := change(&next); errors.Is(err, ErrUnchanged) {
+			return cur, nil
+		} else if err != nil {
+			return nil, err
+		}
+		err = s.ReplaceInstance(ctx, cur, &next, fence...)
+		if !errors.Is(err, ErrConflict) {
+			if err != nil {
+				return nil, err
+			}
+			return &next, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: instance %q changed %d times while being written", ErrConflict, identity, maxModifyAttempts)
+}
+
+// RemoveInstance removes the current record of identity on challenge cid with
+// its claim and indexes, whatever was written to it since the caller read it:
+// once a stack is destroyed its record must go. Gone already is success.
+func (s *Store) RemoveInstance(ctx context.Context, cid, identity string, fence ...clientv3.Cmp) error {
+	for range maxModifyAttempts {
+		cur, err := s.InstanceByIdentity(ctx, cid, identity)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		err = s.DeleteInstance(ctx, cur, fence...)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: instance %q changed %d times while being removed", ErrConflict, identity, maxModifyAttempts)
+}
+
 // Withdraw takes a pooled instance read at i.Rev out of the pool before it
 // is destroyed, in one transaction: from then on no claim can take it (a
 // claim commits only while the pool key it read is unchanged). ErrConflict
@@ -447,36 +554,6 @@ func (s *Store) DeleteInstance(ctx context.Context, i *Instance, fence ...client
 		return fmt.Errorf("%w: instance %q", ErrConflict, old.Identity)
 	}
 	return nil
-}
-
-// ---- expiry -----------------------------------------------------------
-
-// Expiring names a claimed instance and its until.
-type Expiring struct {
-	ChallengeID, Identity, SourceID string
-	Until                           time.Time
-}
-
-// ExpiredInstances lists the claimed instances whose until is before t,
-// oldest first, from the expiry index (no scan of the records).
-func (s *Store) ExpiredInstances(ctx context.Context, t time.Time) ([]Expiring, error) {
-	kvs, _, err := s.rangeFrom(ctx, 0, s.expDir(), s.expBound(t))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Expiring, 0, len(kvs))
-	for _, kv := range kvs {
-		parts := strings.Split(strings.TrimPrefix(string(kv.Key), s.expDir()), "/")
-		if len(parts) != 3 {
-			continue
-		}
-		var nanos int64
-		if _, err := fmt.Sscan(parts[0], &nanos); err != nil {
-			continue
-		}
-		out = append(out, Expiring{ChallengeID: unseg(parts[1]), Identity: unseg(parts[2]), SourceID: string(kv.Value), Until: time.Unix(0, nanos).UTC()})
-	}
-	return out, nil
 }
 
 // ---- snapshots and counts ----------------------------------------------

@@ -16,9 +16,11 @@
 //	P/resv/<challenge>/<source>          identity being created for source (lease-bound)
 //	P/pending/<challenge>/<identity>     stack being created right now, {"sourceId"}
 //	                                     ("" = pool spin-up) (lease-bound)
-//	P/exp/<until unix nanos, 20 digits>/<challenge>/<identity>
-//	                                     source; claimed instances with an until only
 //	P/meta/<name>                        small bookkeeping (janitor)
+//
+// An instance's until is not stored: it follows from its challenge (timeout, until,
+// UpdatedAt) and its LastRenew (see the manager), so that a challenge update changes
+// no instance record, and can race with no instance operation.
 //
 // A create is Reserve (lease-bound: a crash frees it), then the Pulumi
 // deployment, then CommitInstance (one transaction: record, claim or pool
@@ -70,8 +72,18 @@ type Challenge struct {
 	Min        int64             `json:"min"`
 	Max        int64             `json:"max"`
 	// Generation counts the changes instances must follow (scenario,
-	// additional); an instance at a lower generation is to be updated.
-	Generation int64 `json:"generation,omitempty"`
+	// additional); an instance at a lower generation is to be updated, with
+	// Strategy, the strategy of the update that made Generation: a later
+	// update that changes neither keeps it.
+	Generation int64  `json:"generation,omitempty"`
+	Strategy   string `json:"strategy,omitempty"`
+	// Round counts the updates that asked instances to converge; a failure
+	// recorded at an earlier round is retried by the next one.
+	Round int64 `json:"round,omitempty"`
+	// UpdatedAt is when the challenge was last updated: every claimed
+	// instance's until counts from the later of its LastRenew and this
+	// (contract §4.4: an update resets the until of every instance).
+	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 	// Deleting hides the challenge while its instances are destroyed.
 	Deleting bool  `json:"deleting,omitempty"`
 	Rev      int64 `json:"-"` // etcd mod revision, for compare-and-swap
@@ -84,16 +96,17 @@ type Instance struct {
 	SourceID       string            `json:"sourceId,omitempty"`
 	Since          time.Time         `json:"since"`
 	LastRenew      time.Time         `json:"lastRenew"`
-	Until          *time.Time        `json:"until,omitempty"`
 	ConnectionInfo string            `json:"connectionInfo,omitempty"`
 	Flags          []string          `json:"flags,omitempty"`
 	Additional     map[string]string `json:"additional,omitempty"` // the request's own map
 	Digest         string            `json:"digest,omitempty"`     // scenario deployed
 	Project        string            `json:"project,omitempty"`    // Pulumi project deployed
 	// Generation of the challenge the stack was last deployed at;
-	// FailedGeneration the last one it failed to reach, with LastError.
+	// FailedGeneration the last one it failed to reach, at update round
+	// FailedRound, with LastError.
 	Generation       int64  `json:"generation,omitempty"`
 	FailedGeneration int64  `json:"failedGeneration,omitempty"`
+	FailedRound      int64  `json:"failedRound,omitempty"`
 	LastError        string `json:"lastError,omitempty"`
 	DeleteFailed     bool   `json:"deleteFailed,omitempty"` // last destroy failed (LastError)
 	// Draining: a pooled instance withdrawn from the pool to be destroyed
@@ -150,17 +163,6 @@ func (s *Store) resvKey(cid, sid string) string { return s.resvDir(cid) + seg(si
 func (s *Store) pendingDir(cid string) string   { return s.p + "pending/" + seg(cid) + "/" }
 func (s *Store) pendingKey(cid, identity string) string {
 	return s.pendingDir(cid) + seg(identity)
-}
-func (s *Store) expDir() string { return s.p + "exp/" }
-func (s *Store) expBound(t time.Time) string {
-	n := t.UnixNano()
-	if n < 0 || t.Before(time.Unix(0, 0)) {
-		n = 0
-	}
-	return fmt.Sprintf("%s%020d", s.expDir(), n)
-}
-func (s *Store) expKey(cid, identity string, until time.Time) string {
-	return s.expBound(until) + "/" + seg(cid) + "/" + seg(identity)
 }
 
 func absent(key string) clientv3.Cmp {

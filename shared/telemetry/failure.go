@@ -80,7 +80,9 @@ func (w *statusWriter) code() int {
 
 // logUnexplained writes the line of a 5xx answer that nobody explained.
 func (t *Telemetry) logUnexplained(ctx context.Context, m *failureMark, r *http.Request, route string, status int) {
-	if status < 500 || m.logged.Load() || isCloudEvent(r) {
+	// 501 answers a method no route has (grpc-gateway's choice): the
+	// client's mistake, not a failure.
+	if status < 500 || status == http.StatusNotImplemented || m.logged.Load() || isCloudEvent(r) {
 		return
 	}
 	t.log.ErrorContext(ctx, "request failed", "method", r.Method, "route", route, "status", status)
