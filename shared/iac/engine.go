@@ -19,6 +19,8 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optlist"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optremove"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/constant"
+
+	"github.com/challfn/challfn/shared/bucketurl"
 )
 
 // DefaultOpTimeout bounds one engine operation when Config.OpTimeout is zero; it stays
@@ -86,6 +88,13 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.BackendURL == "" {
 		return nil, errors.New("iac: a backend URL is required")
 	}
+	// The engine and the lock sweeper write the backend the same way
+	// (bucketurl.Normalize: a kill mid-write leaves it readable).
+	backend, err := bucketurl.Normalize(cfg.BackendURL)
+	if err != nil {
+		return nil, fmt.Errorf("iac: backend URL: %w", err)
+	}
+	cfg.BackendURL = backend
 	bin := cfg.PulumiBin
 	if bin == "" {
 		bin = os.Getenv("CHALLFN_PULUMI")

@@ -27,6 +27,7 @@ import (
 	"gocloud.dev/gcerrors"
 	"oras.land/oras-go/v2/registry/remote"
 
+	"github.com/challfn/challfn/shared/bucketurl"
 	"github.com/challfn/challfn/shared/iac"
 )
 
@@ -420,12 +421,7 @@ func prepareFileStore(raw string) (string, error) {
 	if err := os.MkdirAll(filepath.FromSlash(u.Path), 0o755); err != nil {
 		return "", err
 	}
-	q := u.Query()
-	if q.Get("no_tmp_dir") == "" {
-		q.Set("no_tmp_dir", "true")
-		u.RawQuery = q.Encode()
-	}
-	return u.String(), nil
+	return bucketurl.Normalize(raw)
 }
 
 func storeKey(d digest.Digest) string {
