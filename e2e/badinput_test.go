@@ -80,7 +80,7 @@ func TestBadInput(t *testing.T) {
 		{"renew truncated", "PATCH", "/api/v1/instance/bad/s1", `{`, 400, gateway},
 		{"renew wrong type", "PATCH", "/api/v1/instance/bad/s1", `{"sourceId":["s1"]}`, 400, gateway},
 		{"update truncated", "PATCH", "/api/v1/challenge/bad", `{"updateMask":`, 400, gateway},
-		// Pooler bounds (§3.4).
+		// Pooler bounds (docs/contract.md §3.4).
 		{"negative min", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","min":-1}`, 400,
 			ctPoolerOOB(mm("min", "-1", "max", "0"), "min", "MUST_BE_POSITIVE", "Minimum boundary must be a positive integer.")},
 		{"negative max", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","max":"-1"}`, 400,
@@ -115,7 +115,7 @@ func TestBadInput(t *testing.T) {
 		{"instance additional too large", "POST", "/api/v1/instance", `{"challengeId":"bad","sourceId":"s9","additional":{"k":"` + bigValue + `"}}`, 400, additionalTooLarge(nil)},
 		{"escaped additional too large", "POST", "/api/v1/instance", `{"challengeId":"bad","sourceId":"s9","additional":{"k":"` + strings.Repeat(`\u0001`, 12000) + `"}}`, 400,
 			additionalTooLarge(map[string]string{"k": strings.Repeat("\x01", 12000)})},
-		// Update masks (§3.5).
+		// Update masks (docs/contract.md §3.5).
 		{"unknown mask path", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"foo","min":1}`, 400, ctInvalidMask(`paths:"foo"`)},
 		{"mask into a map", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"additional.k"}`, 400, ctInvalidMask(`paths:"additional.k"`)},
 		{"mask into a scalar", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"min.x"}`, 400, ctInvalidMask(`paths:"min.x"`)},

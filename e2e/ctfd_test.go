@@ -14,8 +14,8 @@ import (
 	"github.com/challfn/challfn/internal/testenv"
 )
 
-// ctfd mimics the CTFd plugin ctfd-chall-manager v0.10.1 (ecosystem.md
-// §A.2–§A.4): Python requests with no auth header, a 600 s timeout (5 s for
+// ctfd mimics the CTFd plugin ctfd-chall-manager v0.10.1 (docs/contract.md
+// §1.9): Python requests with no auth header, a 600 s timeout (5 s for
 // the health check), JSON bodies, streamed queries read line by line, and
 // chall_manager_exception_builder on every non-2xx (json.loads of the body,
 // then code, message and details indexed without guards).

@@ -18,7 +18,7 @@ import (
 	"github.com/challfn/challfn/shared/store"
 )
 
-// The janitor end to end (contract §5): expiry of claimed instances (record
+// The janitor end to end (docs/contract.md §5): expiry of claimed instances (record
 // and stack), renewal, a single run at a time, and the repair of stacks that
 // no record knows. One environment; the orphan grace is 1 s so that two runs
 // a second apart repair a leak.

@@ -21,7 +21,7 @@ import (
 // Helpers of the lifecycle tests (pool, janitor, hot update, delivery) carry
 // the lc prefix: other e2e files define their own.
 
-// lcInstance is the wire Instance (contract §3.1).
+// lcInstance is the wire Instance (docs/contract.md §3.1).
 type lcInstance struct {
 	ChallengeID    string            `json:"challengeId"`
 	SourceID       string            `json:"sourceId"`
@@ -153,7 +153,7 @@ func lcWantStacks(t testing.TB, env *testenv.Env, want []string) {
 	}
 }
 
-// The pool end to end (contract §4.11): min=2 max=4 fills two pooled stacks
+// The pool end to end (docs/contract.md §4.11): min=2 max=4 fills two pooled stacks
 // by events; a create takes the lowest pooled instance in one transaction
 // (its since kept, no deployment) and the pool refills; lowering max deletes
 // the pooled surplus; with max reached a create deploys afresh; deleting the

@@ -62,7 +62,7 @@ func lcUpdateEvents(t testing.TB, env *testenv.Env, cid, strategy string, identi
 	return out
 }
 
-// Hot update of 20 claimed instances with each strategy (contract §4.4,
+// Hot update of 20 claimed instances with each strategy (docs/contract.md §4.4,
 // §4.14): every instance is brought to the new scenario (connection info
 // changed), identities change with blue-green only, the old stacks are gone
 // from the backend; the identical update again changes nothing; the same

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the pinned Pulumi CLI and challfn's Go language host into .bin/ (DESIGN decision 7).
+# Installs the pinned Pulumi CLI and challfn's Go language host into .bin/ (docs/design.md, decision 7).
 #
 # .bin/pulumi is built from the tools/pulumi module (a few minutes cold) only when missing or
 # not the pinned version. .bin/pulumi-language-go is rebuilt every time: it is small and the

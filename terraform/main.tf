@@ -148,7 +148,7 @@ resource "google_cloud_run_v2_service" "fn" {
           cpu    = each.value.cpu
           memory = each.value.memory
         }
-        # Request-based billing: nothing runs after a response (DESIGN decision 4).
+        # Request-based billing: nothing runs after a response (docs/design.md, decision 4).
         cpu_idle          = true
         startup_cpu_boost = true
       }

@@ -52,7 +52,7 @@ func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Han
 	// other route (an open ingress would let anyone inject work events).
 	mux.Handle(JanitorPath, httpx.RequireToken(app.Config.APITokens, telemetry.Handler(janitor.Name, jan)))
 	mux.Handle(BrokerPath, httpx.RequireToken(app.Config.APITokens, broker))
-	// Any other path is the gateway's JSON 404 (contract §1.1), not
+	// Any other path is the gateway's JSON 404 (docs/contract.md §1.1), not
 	// ServeMux's plain-text one: clients parse every error body.
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		apierr.Write(w, apierr.RouteNotFound())

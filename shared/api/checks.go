@@ -29,7 +29,7 @@ func CheckUpdateMask(mask *FieldMask) error {
 	return apierr.InvalidUpdateMask(mask.Paths)
 }
 
-// CheckPooler is upstream's CheckPooler (reference §3.4): only the bounds
+// CheckPooler is upstream's CheckPooler (docs/contract.md §3.4): only the bounds
 // named in paths are checked, violations keep upstream's order, and the
 // inversion check needs both bounds in paths. max == 0 means no maximum.
 func CheckPooler(paths []string, min, max int64) error {

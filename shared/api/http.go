@@ -42,7 +42,7 @@ func WriteEmpty(w http.ResponseWriter) {
 }
 
 // Stream writes a server stream as grpc-gateway's ForwardResponseStream does
-// (reference §1.4): chunked, one `{"result":<message>}` line per item,
+// (docs/contract.md §1.4): chunked, one `{"result":<message>}` line per item,
 // flushed; Content-Type set with the first item; nothing written means a 200
 // with an empty body; a failure is one `{"error":<Status>}` line, with the
 // mapped HTTP status only if nothing was written before. Safe for concurrent use.

@@ -101,7 +101,7 @@ func CheckTimeout(d *time.Duration) error {
 }
 
 // CheckUntil refuses an until after MaxUntil. One in the past is fine: the challenge
-// is then expired (contract §3.3).
+// is then expired (docs/contract.md §3.3).
 func CheckUntil(t *time.Time) error {
 	if t != nil && t.After(MaxUntil) {
 		return apierr.InvalidArgument("until", "OUT_OF_RANGE",

@@ -1,5 +1,5 @@
 // Package events defines the CloudEvents that carry challfn's asynchronous work
-// (DESIGN decision 4: nothing runs after a response) and the ways to send them.
+// (docs/design.md, decision 4: nothing runs after a response) and the ways to send them.
 //
 // Work that must outlive a request — filling a pool slot, applying a hot update
 // to one instance, deleting one instance — is not done in a goroutine but sent

@@ -16,11 +16,11 @@ import (
 	"github.com/challfn/challfn/shared/apierr"
 )
 
-// HealthPath is the health endpoint of every function (contract §1.5).
+// HealthPath is the health endpoint of every function (docs/contract.md §1.5).
 const HealthPath = "/healthcheck"
 
 // RequireToken protects next with bearer tokens when tokens is not empty
-// (DESIGN decision 10: deployments are private by default through the
+// (docs/design.md, decision 10: deployments are private by default through the
 // platform; tokens are for setups that must expose a public URL). Several
 // tokens may be valid at once so they can be rotated. The health endpoint
 // stays open for probes. A missing or wrong token is a 401 in the contract's

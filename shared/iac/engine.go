@@ -49,7 +49,7 @@ type Config struct {
 	// auto.NewPulumiCommand needs (a link to PulumiBin) is made there too, once.
 	TempDir string
 	// NewIdentity makes identities for blue-green updates and previews; default
-	// NewIdentity (contract §4.13).
+	// NewIdentity (docs/contract.md §4.13).
 	NewIdentity func() string
 	// MaxProcesses bounds how many engine processes of operations (`stack
 	// init`, `up`, `destroy`, `preview`...) run at once; more wait their turn
@@ -134,7 +134,7 @@ func New(cfg Config) (*Engine, error) {
 }
 
 // NewIdentity returns a fresh instance identity: 16 random bytes, SHA-256, the first 16
-// lowercase hex characters (contract §4.13).
+// lowercase hex characters (docs/contract.md §4.13).
 func NewIdentity() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -142,7 +142,7 @@ func NewIdentity() string {
 	return hex.EncodeToString(sum[:])[:16]
 }
 
-// detach applies decision 5: the caller's cancellation no longer reaches the engine.
+// detach applies docs/design.md, decision 5: the caller's cancellation no longer reaches the engine.
 func detach(ctx context.Context) (context.Context, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -196,7 +196,7 @@ func (e *Engine) create(ctx context.Context, p Program, identity string, additio
 }
 
 // Update moves the instance `identity`, deployed with old, to the new program and
-// additional config, following strategy (contract §4.14, without the upstream bug: the old
+// additional config, following strategy (docs/contract.md §4.14, without the upstream bug: the old
 // stack is always destroyed with the OLD program's project). It returns the instance's
 // identity afterwards (new for blue-green) and its outputs.
 //
@@ -302,7 +302,7 @@ func (e *Engine) destroy(ctx context.Context, ws *opWorkspace) (err error) {
 }
 
 // Preview runs `pulumi preview` of p with additional on a throw-away stack (a random
-// identity), removed afterwards (contract §8.4, without the leak). Three CLI processes:
+// identity), removed afterwards (docs/contract.md §8.4, without the leak). Three CLI processes:
 // auto.NewStack, `preview`, Workspace.RemoveStack.
 func (e *Engine) Preview(ctx context.Context, p Program, additional map[string]string) error {
 	ctx, err := detach(ctx)

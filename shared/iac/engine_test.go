@@ -250,7 +250,7 @@ func TestSecondProcessDestroys(t *testing.T) {
 }
 
 // TestCallerCancelDoesNotAbortUp: the caller hangs up while the program runs; the
-// deployment still completes (decision 5).
+// deployment still completes (docs/design.md, decision 5).
 func TestCallerCancelDoesNotAbortUp(t *testing.T) {
 	e, _ := newTestEngine(t)
 	p := scenario(t, "additional")

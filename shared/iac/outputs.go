@@ -10,7 +10,7 @@ import (
 // ErrBadOutputs is wrapped by every error of ParseOutputs.
 var ErrBadOutputs = errors.New("invalid scenario outputs")
 
-// ParseOutputs applies the output rules of contract §7.4 to the outputs of the root stack,
+// ParseOutputs applies the output rules of docs/contract.md §7.4 to the outputs of the root stack,
 // without upstream's bugs. The rules, as scenarios/README.md states them for ChallMakers:
 //
 //   - A value that is absent, null or Pulumi's unknown-value marker counts as absent,

@@ -97,7 +97,7 @@ func TestLoadProgram(t *testing.T) {
 }
 
 // TestWorkspaceFiles checks the files an operation hands the engine: the project points at
-// the program and its binary, and the stack config holds the two strings of contract §7.2.
+// the program and its binary, and the stack config holds the two strings of docs/contract.md §7.2.
 func TestWorkspaceFiles(t *testing.T) {
 	prog := t.TempDir()
 	if err := os.WriteFile(filepath.Join(prog, "Pulumi.yaml"),

@@ -1,5 +1,5 @@
 // Package lock is the global → challenge → instance readers/writer lock chain
-// of the contract (§6) on etcd, fixed where upstream is wrong.
+// of the contract (docs/contract.md §6) on etcd, fixed where upstream is wrong.
 //
 // Every acquisition grants its own short lease (TTL = recovery time after a
 // crash) kept alive by the acquiring request only, and writes its own keys,
@@ -136,7 +136,7 @@ func New(cli *clientv3.Client, o Options) *Locker {
 	}
 }
 
-// Chain names the levels an operation locks (contract §6.2). The global
+// Chain names the levels an operation locks (docs/contract.md §6.2). The global
 // level is implied in Read mode (held for an instant) whenever Challenge is
 // set; Global: Write without Challenge is the "stop the world" lock of
 // queries, held until Release (see Held.LockChallenges). A level given with
@@ -457,7 +457,7 @@ func (h *Held) waitDeleted(ctx context.Context, lv level, key string, after int6
 
 // LockChallenges takes the challenge locks ids in mode m while the global
 // writer lock of h is held, then releases the global lock: the query pattern
-// of contract §6.1 (stop the world, lock every challenge, let the world go).
+// of docs/contract.md §6.1 (stop the world, lock every challenge, let the world go).
 func (h *Held) LockChallenges(ctx context.Context, m Mode, ids ...string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -532,7 +532,7 @@ func (h *Held) Fence() []clientv3.Cmp {
 }
 
 // ReleaseChallenge drops the challenge level(s) early and keeps the instance
-// level (contract §6.2: RetrieveInstance, DeleteInstance).
+// level (docs/contract.md §6.2: DeleteInstance, the update and deletion events).
 func (h *Held) ReleaseChallenge(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -19,7 +19,7 @@ import (
 	"github.com/challfn/challfn/shared/telemetry"
 )
 
-// CreateChallenge registers a challenge (contract §4.1): pooler bounds, then
+// CreateChallenge registers a challenge (docs/contract.md §4.1): pooler bounds, then
 // existence (409 before any registry work), then the scenario is resolved,
 // compiled once and previewed, then saved. The pool is filled by events; the
 // response does not wait for it.
@@ -119,7 +119,7 @@ func (m *Manager) QueryChallenges(ctx context.Context, send func(*api.Challenge)
 	return nil
 }
 
-// checkChallenge runs the checks of a challenge's pooler bounds (contract §3.4, then
+// checkChallenge runs the checks of a challenge's pooler bounds (docs/contract.md §3.4, then
 // the configured ceilings) and of its expiry settings (nil = not set or not masked).
 func (m *Manager) checkChallenge(paths []string, min, max int64, timeout *time.Duration, until *time.Time) error {
 	if err := api.CheckPooler(paths, min, max); err != nil {
@@ -149,7 +149,7 @@ func strategyOf(s api.UpdateStrategy) (iac.Strategy, error) {
 		fmt.Sprintf("Unknown update strategy %d: use update_in_place, blue_green or recreate.", s))
 }
 
-// UpdateChallenge applies a masked update (contract §4.4, §3.5).
+// UpdateChallenge applies a masked update (docs/contract.md §4.4, §3.5).
 //
 // What the response waits for: the challenge record is updated under the
 // challenge writer lock; every instance that must change (new scenario digest
@@ -259,7 +259,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 		}
 	}
 	// Every claimed instance's until follows the challenge, from now
-	// (contract §4.4 step 8, §12.6), on every update: UpdatedAt, from which
+	// (docs/contract.md §4.4 step 8, §12.6), on every update: UpdatedAt, from which
 	// every until counts (untilOf). No instance record is written for it.
 	now := m.now()
 	c.UpdatedAt = now
@@ -326,7 +326,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 }
 
 // DeleteChallenge destroys every instance of a challenge (claimed and pooled)
-// from its stored state, then forgets the challenge (contract §4.5, without
+// from its stored state, then forgets the challenge (docs/contract.md §4.5, without
 // upstream's bugs: stacks are destroyed with the project and identity they
 // were deployed with, and a record is only removed once its stack is gone).
 // The challenge is hidden at once (404 for every other call); destructions

@@ -28,7 +28,7 @@ func toAPIChallenge(c *store.Challenge, claimed []*store.Instance) *api.Challeng
 }
 
 // toAPIInstance renders a claimed instance of c; its additional is the
-// instance's own map, never the merge with the challenge's (contract §4.15).
+// instance's own map, never the merge with the challenge's (docs/contract.md §4.15).
 func toAPIInstance(c *store.Challenge, in *store.Instance) *api.Instance {
 	return &api.Instance{
 		ChallengeID:    in.ChallengeID,
@@ -43,7 +43,7 @@ func toAPIInstance(c *store.Challenge, in *store.Instance) *api.Instance {
 }
 
 // merge is the configuration a scenario gets: the challenge's map overlaid by
-// the instance's (contract §4.15).
+// the instance's (docs/contract.md §4.15).
 func merge(challenge, instance map[string]string) map[string]string {
 	out := make(map[string]string, len(challenge)+len(instance))
 	maps.Copy(out, challenge)

@@ -18,7 +18,7 @@ import (
 )
 
 // This file is the one place where errors of the lower layers (scenario,
-// engine, etcd) become errors of the contract (reference §2.2).
+// engine, etcd) become errors of the contract (docs/contract.md §2.2).
 
 // scenarioError maps a scenario failure for ref. On the validation path
 // (challenge create/update) registry problems are the client's to fix and get
@@ -77,7 +77,7 @@ func (m *Manager) public(s string) string {
 // engineError maps a failed Pulumi operation. Upstream returns the raw Pulumi
 // text (code 2, UNKNOWN); challfn keeps the code but says only what failed and
 // the trace to look at, unless debug is on: engine output can carry paths,
-// program logs and secrets (DESIGN decision 10).
+// program logs and secrets (docs/design.md, decision 10).
 func engineError(ctx context.Context, err error, what string, debug bool) error {
 	if err == nil {
 		return nil

@@ -33,7 +33,7 @@ func (m *Manager) liveChallenge(ctx context.Context, id string) (*store.Challeng
 	return c, nil
 }
 
-// CreateInstance gives a source its instance of a challenge (contract §4.6):
+// CreateInstance gives a source its instance of a challenge (docs/contract.md §4.6):
 // from the pool when one is ready (one etcd transaction, no deployment unless
 // the request brings additional values), else a fresh deployment. Per-source
 // uniqueness is a single etcd transaction (a reservation bound to the
@@ -168,7 +168,7 @@ func commitRefused(err error) bool {
 }
 
 // redeployClaimed re-runs `up` on a just-claimed pooled instance with the
-// request's additional values (contract §4.6), under the instance's writer
+// request's additional values (docs/contract.md §4.6), under the instance's writer
 // lock. If that fails the instance is destroyed and forgotten (upstream kept a
 // broken claim, so every retry got 409): the player can simply ask again.
 func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, claimed *store.Instance) (*api.Instance, error) {
@@ -296,7 +296,7 @@ func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID
 	}
 }
 
-// RenewInstance pushes an instance's expiry (contract §4.9). The response has
+// RenewInstance pushes an instance's expiry (docs/contract.md §4.9). The response has
 // no additional values, as upstream.
 func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID string) (_ *api.Instance, err error) {
 	defer func() { m.report(ctx, "instance renewal", err) }()
@@ -335,8 +335,8 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 	return out, nil
 }
 
-// DeleteInstance destroys the instance of a source and forgets it (contract
-// §4.10), then refills the pool if its rule says so.
+// DeleteInstance destroys the instance of a source and forgets it
+// (docs/contract.md §4.10), then refills the pool if its rule says so.
 func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID string) (err error) {
 	defer func() { m.report(ctx, "instance deletion", err) }()
 	if err := api.ValidateID("challenge_id", challengeID); err != nil {

@@ -57,7 +57,7 @@ const janitorLock = "janitor"
 // stack being deployed right now is never taken for a leak.
 const DefaultOrphanGrace = 10 * time.Minute
 
-// Janitor runs one sweep (contract §5, redesigned for serverless): it asks for
+// Janitor runs one sweep (docs/contract.md §5, redesigned for serverless): it asks for
 // the deletion of every claimed instance whose until has passed (one event
 // each, found through the expiry index), brings every pool to its bounds,
 // resumes interrupted challenge deletions, and destroys stacks no record

@@ -1,11 +1,11 @@
 // Package manager holds challfn's business rules: the semantics of the
-// ChallengeStore and InstanceManager operations of the contract (§4), the
+// ChallengeStore and InstanceManager operations of the contract (docs/contract.md §4), the
 // pool (§4.11), hot updates (§4.14) and expiry (§4.12, §5), on top of records
 // and locks in etcd, scenarios from OCI and stacks driven by Pulumi.
 //
 // Work that may outlive a request — filling a pool slot, updating or deleting
 // one instance — is expressed as an event (shared/events) and handled by
-// HandleEvent, possibly in another function instance (DESIGN decision 4).
+// HandleEvent, possibly in another function instance (docs/design.md, decision 4).
 // Every handler is idempotent: it compares the event with the stored state.
 package manager
 
@@ -94,7 +94,7 @@ func (m *Manager) now() time.Time { return m.o.Now().UTC() }
 
 // acquire takes a lock chain. Waiting for it honours ctx (a client that hangs
 // up stops waiting), but once it is held, the work it protects must not be
-// cut short by the client (DESIGN decision 5): acquire returns a context
+// cut short by the client (docs/design.md, decision 5): acquire returns a context
 // detached from ctx's cancellation, with ctx's values and trace, that keeps
 // the lock's lease alive until Release.
 func (m *Manager) acquire(ctx context.Context, c lock.Chain) (context.Context, *lock.Held, error) {

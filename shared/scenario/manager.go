@@ -32,7 +32,7 @@ import (
 )
 
 // Previewer runs a `pulumi preview` of a program under a throw-away identity
-// with the challenge's additional configuration (contract §8.4); the iac
+// with the challenge's additional configuration (docs/contract.md §8.4); the iac
 // engine implements it and cleans up after itself.
 type Previewer interface {
 	Preview(ctx context.Context, p iac.Program, additional map[string]string) error
@@ -279,7 +279,7 @@ func (m *Manager) pullSpan(ctx context.Context, ref string, repo *remote.Reposit
 	return record(span, pull(ctx, ref, repo, desc, dir, m.cfg.MaxBytes))
 }
 
-// preprocess validates the project (§8.3) and compiles it when it ships no binary.
+// preprocess validates the project (docs/contract.md §8.3) and compiles it when it ships no binary.
 func (m *Manager) preprocess(ctx context.Context, ref, dir string) (string, error) {
 	p, err := readProject(dir)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
-// Media types of the scenario artifact format (contract §8.1, upstream's).
+// Media types of the scenario artifact format (docs/contract.md §8.1, upstream's).
 const (
 	ArtifactType  = "application/vnd.ctfer-io.scenario"
 	FileMediaType = "application/vnd.ctfer-io.file"
@@ -122,7 +122,7 @@ type parsedRef struct {
 	Target string
 }
 
-// parseRef applies the contract's parsing rules (§8.2): ORAS syntax, a
+// parseRef applies the contract's parsing rules (docs/contract.md §8.2): ORAS syntax, a
 // missing tag means "latest", a digest must be sha256 and takes precedence.
 func parseRef(raw string) (parsedRef, error) {
 	r, err := registry.ParseReference(raw)

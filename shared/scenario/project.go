@@ -25,7 +25,7 @@ type project struct {
 	doc    *yaml.Node
 }
 
-// readProject finds and checks the project file of dir (contract §8.3). The
+// readProject finds and checks the project file of dir (docs/contract.md §8.3). The
 // returned error is a plain message: the caller decides its Kind.
 func readProject(dir string) (*project, error) {
 	var p project

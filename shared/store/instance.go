@@ -216,7 +216,7 @@ func (s *Store) IsPending(ctx context.Context, cid, identity string) (bool, erro
 type Claim struct {
 	Instance *Instance
 	// PooledBefore and Total (claimed + pooled) are counted in the claiming
-	// transaction, for the refill decision (contract §4.6).
+	// transaction, for the refill decision (docs/contract.md §4.6).
 	PooledBefore, Total int64
 }
 

@@ -82,7 +82,7 @@ type Challenge struct {
 	Round int64 `json:"round,omitempty"`
 	// UpdatedAt is when the challenge was last updated: every claimed
 	// instance's until counts from the later of its LastRenew and this
-	// (contract §4.4: an update resets the until of every instance).
+	// (docs/contract.md §4.4: an update resets the until of every instance).
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 	// Deleting hides the challenge while its instances are destroyed.
 	Deleting bool  `json:"deleting,omitempty"`
