@@ -122,9 +122,10 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		}
 		sender = s
 	}
+	records, locks := manager.OnEtcd(a.Store, a.Locks)
 	a.Manager = manager.New(manager.Options{
-		Store:     a.Store,
-		Locks:     a.Locks,
+		Records:   records,
+		Locks:     locks,
 		Scenarios: a.Scenarios,
 		Engine:    a.Engine,
 		Events:    sender,

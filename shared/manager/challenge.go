@@ -41,7 +41,7 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 	}
 	defer held.Release(ctx)
 
-	switch _, err := m.o.Store.GetChallenge(ctx, req.ID); {
+	switch _, err := m.o.Records.GetChallenge(ctx, req.ID); {
 	case err == nil:
 		return nil, apierr.ChallengeAlreadyExists(req.ID)
 	case !errors.Is(err, store.ErrNotFound):
@@ -62,7 +62,7 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 		Min:        req.Min,
 		Max:        req.Max,
 	}
-	if err := m.o.Store.CreateChallenge(ctx, c, held.Fence()...); err != nil {
+	if err := m.o.Records.Under(held).CreateChallenge(ctx, c); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, apierr.ChallengeAlreadyExists(req.ID)
 		}
@@ -83,7 +83,7 @@ func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (*api.Challe
 	if err := api.ValidateID("id", id); err != nil {
 		return nil, err
 	}
-	c, claimed, err := m.o.Store.ChallengeWithInstances(ctx, id)
+	c, claimed, err := m.o.Records.ChallengeWithInstances(ctx, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		err = storeError(err)
 		m.report(telemetry.WithChallenge(ctx, id), "challenge retrieval", err)
@@ -102,7 +102,7 @@ func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (*api.Challe
 // in one etcd revision (a consistent snapshot, like upstream's stop-the-world
 // lock, without stopping the world).
 func (m *Manager) QueryChallenges(ctx context.Context, send func(*api.Challenge) error) error {
-	views, err := m.o.Store.AllChallenges(ctx)
+	views, err := m.o.Records.AllChallenges(ctx)
 	if err != nil {
 		err = storeError(err)
 		m.report(ctx, "challenge query", err)
@@ -196,7 +196,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 		return nil, storeError(err)
 	}
 	defer held.Release(ctx)
-	c, err := m.o.Store.GetChallenge(ctx, req.ID)
+	c, err := m.o.Records.GetChallenge(ctx, req.ID)
 	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
 		return nil, apierr.ChallengeNotFound(req.ID)
 	}
@@ -246,7 +246,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 		c.Strategy = string(strategy)
 	}
 
-	claimed, pooled, err := m.o.Store.Instances(ctx, c.ID)
+	claimed, pooled, err := m.o.Records.Instances(ctx, c.ID)
 	if err != nil {
 		return nil, storeError(err)
 	}
@@ -296,7 +296,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	if len(updating)+len(gone) > 0 {
 		c.Round++
 	}
-	if err := m.o.Store.UpdateChallenge(ctx, c, withdrawn, held.Fence()...); err != nil {
+	if err := m.o.Records.Under(held).UpdateChallenge(ctx, c, withdrawn); err != nil {
 		return nil, storeError(err)
 	}
 	if delta.Create > 0 && !expiry.Expired(now, c.Until) {
@@ -344,7 +344,7 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 		return storeError(err)
 	}
 	defer held.Release(ctx)
-	c, err := m.o.Store.GetChallenge(ctx, id)
+	c, err := m.o.Records.GetChallenge(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return apierr.ChallengeNotFound(id)
 	}
@@ -355,14 +355,14 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 	// earlier one is retried, not reported (awaitConvergence).
 	c.Deleting = true
 	c.Round++
-	if err := m.o.Store.UpdateChallenge(ctx, c, nil, held.Fence()...); err != nil {
+	if err := m.o.Records.Under(held).UpdateChallenge(ctx, c, nil); err != nil {
 		return storeError(err)
 	}
 	// An update that was already running when the challenge was marked (its
 	// challenge lock released early) may still rename an instance
 	// (blue-green) after the listing: what is left is deleted in another round.
 	for attempt := 1; ; attempt++ {
-		claimed, pooled, err := m.o.Store.Instances(ctx, id)
+		claimed, pooled, err := m.o.Records.Instances(ctx, id)
 		if err != nil {
 			return storeError(err)
 		}
@@ -384,7 +384,7 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 			return storeError(err)
 		}
 		defer held.Release(ctx)
-		err = m.o.Store.DeleteChallenge(ctx, id, held.Fence()...)
+		err = m.o.Records.Under(held).DeleteChallenge(ctx, id)
 		switch {
 		case err == nil:
 			m.log.InfoContext(ctx, "challenge deleted", "instances", len(all), "rounds", attempt)
@@ -438,7 +438,7 @@ func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, roun
 }
 
 func (m *Manager) progress(ctx context.Context, challengeID string, round int64, gone, updating []*store.Instance) (pending int, failed []string, err error) {
-	c, err := m.o.Store.GetChallenge(ctx, challengeID)
+	c, err := m.o.Records.GetChallenge(ctx, challengeID)
 	if errors.Is(err, store.ErrNotFound) {
 		// A concurrent DELETE finished: its instances are all gone, and
 		// nothing is left to update.
@@ -447,7 +447,7 @@ func (m *Manager) progress(ctx context.Context, challengeID string, round int64,
 	if err != nil {
 		return 0, nil, err
 	}
-	claimed, pooled, err := m.o.Store.Instances(ctx, challengeID)
+	claimed, pooled, err := m.o.Records.Instances(ctx, challengeID)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -23,7 +23,7 @@ import (
 // liveChallenge loads a challenge that instance operations may use: a missing
 // or deleting one is CHALLENGE_NOT_FOUND.
 func (m *Manager) liveChallenge(ctx context.Context, id string) (*store.Challenge, error) {
-	c, err := m.o.Store.GetChallenge(ctx, id)
+	c, err := m.o.Records.GetChallenge(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
 		return nil, apierr.ChallengeNotFound(id)
 	}
@@ -71,9 +71,9 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 
 	// Pool path.
 	cctx, claimSpan := telemetry.Start(ctx, "pool.claim")
-	claim, err := m.o.Store.ClaimPooled(cctx, cid, sid, func(in *store.Instance) {
+	claim, err := m.o.Records.Under(held).ClaimPooled(cctx, cid, sid, func(in *store.Instance) {
 		in.LastRenew, in.Additional = now, req.Additional
-	}, held.Fence()...)
+	})
 	claimSpan.SetAttributes(attribute.Bool("pool.hit", err == nil))
 	if err == nil {
 		claimSpan.SetAttributes(attribute.String(telemetry.LogIdentity, claim.Instance.Identity))
@@ -99,7 +99,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	// Fresh path.
 	id := identity.New()
 	ctx = telemetry.WithIdentity(ctx, id)
-	if err := m.o.Store.Reserve(ctx, cid, sid, id, held.Lease(), held.Fence()...); err != nil {
+	if err := m.o.Records.Under(held).Reserve(ctx, cid, sid, id); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, apierr.InstanceAlreadyExists(cid, sid)
 		}
@@ -107,7 +107,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	}
 	in, err := m.deploy(ctx, c, id, sid, req.Additional, held)
 	if err != nil {
-		_ = m.o.Store.Unreserve(context.WithoutCancel(ctx), cid, sid, id)
+		_ = m.o.Records.Unreserve(context.WithoutCancel(ctx), cid, sid, id)
 		return nil, err
 	}
 	m.log.InfoContext(ctx, "instance created")
@@ -117,7 +117,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 // deploy creates the stack of a new instance and commits its record. It never
 // leaves a stack without a record: when the commit fails (e.g. the lock's
 // lease was lost meanwhile), the stack is destroyed again.
-func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID string, additional map[string]string, held *lock.Held) (*store.Instance, error) {
+func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID string, additional map[string]string, held Held) (*store.Instance, error) {
 	sc, err := m.o.Scenarios.Get(ctx, c.Digest)
 	if err != nil {
 		return nil, m.scenarioError(err, c.Scenario, false)
@@ -140,7 +140,7 @@ func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID s
 		Project:        sc.Program.Project,
 		Generation:     c.Generation,
 	}
-	if err := m.o.Store.CommitInstance(ctx, in, held.Fence()...); err != nil {
+	if err := m.o.Records.Under(held).CommitInstance(ctx, in); err != nil {
 		if commitRefused(err) {
 			if derr := m.engineDestroy(context.WithoutCancel(ctx), opRollback, in.Project, id); derr != nil {
 				m.log.ErrorContext(ctx, "destroying an instance whose record could not be saved; the janitor will retry", "error", derr)
@@ -181,7 +181,7 @@ func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, claim
 	// What happened to the claim between its transaction and this lock (an
 	// update brought it to the challenge's generation with these very values,
 	// or the player deleted it) is what counts.
-	in, err := m.o.Store.InstanceByIdentity(ctx, c.ID, claimed.Identity)
+	in, err := m.o.Records.InstanceByIdentity(ctx, c.ID, claimed.Identity)
 	if errors.Is(err, store.ErrNotFound) || err == nil && in.SourceID != claimed.SourceID {
 		return nil, apierr.Unavailable("The instance was deleted while being set up, try again.")
 	}
@@ -193,10 +193,10 @@ func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, claim
 		var outs iac.Outputs
 		_, outs, err = m.engineUpdate(ctx, opUpdate, sc.Program, sc.Program, iac.UpdateInPlace, in.Identity, merge(c.Additional, in.Additional))
 		if err == nil {
-			in, err = m.o.Store.ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
+			in, err = m.o.Records.Under(held).ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
 				cur.ConnectionInfo, cur.Flags = outs.ConnectionInfo, outs.Flags
 				return nil
-			}, held.Fence()...)
+			})
 			if err == nil {
 				return toAPIInstance(c, in), nil
 			}
@@ -223,7 +223,7 @@ func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID st
 	if err := api.ValidateID("source_id", sourceID); err != nil {
 		return nil, err
 	}
-	c, in, err := m.o.Store.InstanceWithChallenge(ctx, challengeID, sourceID)
+	c, in, err := m.o.Records.InstanceWithChallenge(ctx, challengeID, sourceID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, apierr.InstanceNotFound(challengeID, sourceID)
 	}
@@ -244,7 +244,7 @@ func (m *Manager) QueryInstances(ctx context.Context, sourceID string, send func
 	if err := api.ValidateID("source_id", sourceID); err != nil {
 		return err
 	}
-	ins, cs, err := m.o.Store.SourceInstances(ctx, sourceID)
+	ins, cs, err := m.o.Records.SourceInstances(ctx, sourceID)
 	if err != nil {
 		err = storeError(err)
 		m.report(ctx, "instance query", err)
@@ -266,9 +266,9 @@ func (m *Manager) QueryInstances(ctx context.Context, sourceID string, send func
 // of a source, following it if a blue-green update changed its identity
 // between the lookup and the lock.
 // The returned context is the lock's work context (see acquire).
-func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID string) (context.Context, *store.Instance, *lock.Held, error) {
+func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID string) (context.Context, *store.Instance, Held, error) {
 	for attempt := 0; ; attempt++ {
-		in, err := m.o.Store.InstanceBySource(ctx, c.ID, sourceID)
+		in, err := m.o.Records.InstanceBySource(ctx, c.ID, sourceID)
 		if errors.Is(err, store.ErrNotFound) {
 			return ctx, nil, nil, apierr.InstanceNotFound(c.ID, sourceID)
 		}
@@ -279,7 +279,7 @@ func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID
 		if err != nil {
 			return ctx, nil, nil, storeError(err)
 		}
-		fresh, err := m.o.Store.InstanceBySource(work, c.ID, sourceID)
+		fresh, err := m.o.Records.InstanceBySource(work, c.ID, sourceID)
 		if err == nil && fresh.Identity == in.Identity {
 			return work, fresh, held, nil
 		}
@@ -323,10 +323,10 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 	if expiry.Expired(now, untilOf(c, in)) {
 		return nil, apierr.InstanceExpired(challengeID, sourceID)
 	}
-	in, err = m.o.Store.ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
+	in, err = m.o.Records.Under(held).ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
 		cur.LastRenew = now
 		return nil
-	}, held.Fence()...)
+	})
 	if err != nil {
 		return nil, storeError(err)
 	}
@@ -355,7 +355,7 @@ func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID stri
 		return err
 	}
 	defer held.Release(ctx)
-	counts, err := m.o.Store.PoolCounts(ctx, challengeID)
+	counts, err := m.o.Records.PoolCounts(ctx, challengeID)
 	if err != nil {
 		return storeError(err)
 	}
@@ -382,20 +382,20 @@ func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID stri
 // The record removed is the current one, whatever was written to it during the
 // destroy (a renewal): a stack that is gone must leave no record behind. Only a
 // lost lock (ErrFenced) keeps it, for the janitor to repair.
-func (m *Manager) destroy(ctx context.Context, op string, in *store.Instance, round int64, held *lock.Held) error {
+func (m *Manager) destroy(ctx context.Context, op string, in *store.Instance, round int64, held Held) error {
 	ctx = context.WithoutCancel(ctx)
 	if err := m.engineDestroy(ctx, op, in.Project, in.Identity); err != nil {
 		summary := errorSummary(err)
-		_, perr := m.o.Store.ModifyInstance(ctx, in.ChallengeID, in.Identity, func(cur *store.Instance) error {
+		_, perr := m.o.Records.Under(held).ModifyInstance(ctx, in.ChallengeID, in.Identity, func(cur *store.Instance) error {
 			cur.DeleteFailed, cur.FailedRound, cur.LastError = true, round, summary
 			return nil
-		}, held.Fence()...)
+		})
 		if perr != nil && !errors.Is(perr, store.ErrNotFound) {
 			m.log.WarnContext(ctx, "recording a failed deletion", "error", perr)
 		}
 		return engineError(ctx, err, "Destruction of the instance", m.o.Debug)
 	}
-	if err := m.o.Store.RemoveInstance(ctx, in.ChallengeID, in.Identity, held.Fence()...); err != nil {
+	if err := m.o.Records.Under(held).RemoveInstance(ctx, in.ChallengeID, in.Identity); err != nil {
 		return storeError(fmt.Errorf("removing the record of a destroyed stack (the janitor repairs it): %w", err))
 	}
 	return nil
@@ -451,7 +451,7 @@ func (m *Manager) fillOne(ctx context.Context, d events.PoolFill) (more bool, er
 		return false, err
 	}
 	defer held.Release(ctx)
-	c, err := m.o.Store.GetChallenge(ctx, d.ChallengeID)
+	c, err := m.o.Records.GetChallenge(ctx, d.ChallengeID)
 	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
 		return false, nil // gone: nothing to fill
 	}
@@ -461,7 +461,7 @@ func (m *Manager) fillOne(ctx context.Context, d events.PoolFill) (more bool, er
 	if expiry.Expired(m.now(), c.Until) {
 		return false, nil
 	}
-	counts, err := m.o.Store.PoolCounts(ctx, c.ID)
+	counts, err := m.o.Records.PoolCounts(ctx, c.ID)
 	if err != nil {
 		return false, err
 	}
@@ -471,14 +471,14 @@ func (m *Manager) fillOne(ctx context.Context, d events.PoolFill) (more bool, er
 	}
 	id := identity.New()
 	ctx = telemetry.WithIdentity(ctx, id)
-	if err := m.o.Store.Reserve(ctx, c.ID, "", id, held.Lease(), held.Fence()...); err != nil {
+	if err := m.o.Records.Under(held).Reserve(ctx, c.ID, "", id); err != nil {
 		return false, err
 	}
 	// The pool lock stays held during the deployment: fills of one challenge
 	// run one at a time (fills of different challenges run in parallel).
 	in, err := m.deploy(ctx, c, id, "", nil, held)
 	if err != nil {
-		_ = m.o.Store.Unreserve(context.WithoutCancel(ctx), c.ID, "", id)
+		_ = m.o.Records.Unreserve(context.WithoutCancel(ctx), c.ID, "", id)
 		return false, withIdentity(id, err)
 	}
 	m.log.InfoContext(ctx, "instance added to pool", "connection_info_set", in.ConnectionInfo != "")
@@ -504,14 +504,14 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 		return err
 	}
 	defer held.Release(ctx)
-	c, err := m.o.Store.GetChallenge(ctx, d.ChallengeID)
+	c, err := m.o.Records.GetChallenge(ctx, d.ChallengeID)
 	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	in, err := m.o.Store.InstanceByIdentity(ctx, d.ChallengeID, d.Identity)
+	in, err := m.o.Records.InstanceByIdentity(ctx, d.ChallengeID, d.Identity)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -526,10 +526,10 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 	}
 	fail := func(err error) error {
 		summary := errorSummary(err)
-		_, perr := m.o.Store.ModifyInstance(context.WithoutCancel(ctx), c.ID, in.Identity, func(cur *store.Instance) error {
+		_, perr := m.o.Records.Under(held).ModifyInstance(context.WithoutCancel(ctx), c.ID, in.Identity, func(cur *store.Instance) error {
 			cur.FailedGeneration, cur.FailedRound, cur.LastError = c.Generation, c.Round, summary
 			return nil
-		}, held.Fence()...)
+		})
 		if perr != nil {
 			m.log.WarnContext(ctx, "recording a failed update", "error", perr)
 		}
@@ -552,12 +552,12 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 		return permanentIfInvalid(fail(err))
 	}
 	oldErr := err
-	_, err = m.o.Store.ModifyInstance(context.WithoutCancel(ctx), c.ID, in.Identity, func(cur *store.Instance) error {
+	_, err = m.o.Records.Under(held).ModifyInstance(context.WithoutCancel(ctx), c.ID, in.Identity, func(cur *store.Instance) error {
 		cur.Identity, cur.ConnectionInfo, cur.Flags = newID, outs.ConnectionInfo, outs.Flags
 		cur.Digest, cur.Project, cur.Generation = c.Digest, newSc.Program.Project, c.Generation
 		cur.FailedGeneration, cur.FailedRound, cur.LastError = 0, 0, ""
 		return nil
-	}, held.Fence()...)
+	})
 	if err != nil {
 		if newID != in.Identity && errors.Is(err, store.ErrNotFound) {
 			// No record wants the new side: remove it. On any other failure
@@ -596,14 +596,14 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 		return err
 	}
 	defer held.Release(ctx)
-	in, err := m.o.Store.InstanceByIdentity(ctx, d.ChallengeID, d.Identity)
+	in, err := m.o.Records.InstanceByIdentity(ctx, d.ChallengeID, d.Identity)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	c, err := m.o.Store.GetChallenge(ctx, d.ChallengeID)
+	c, err := m.o.Records.GetChallenge(ctx, d.ChallengeID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
@@ -617,7 +617,7 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 		// Claims take no instance lock (one transaction on the pool key):
 		// out of the pool first, so that no player is handed an instance
 		// being destroyed.
-		err := m.o.Store.Withdraw(ctx, in, held.Fence()...)
+		err := m.o.Records.Under(held).Withdraw(ctx, in)
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
 			return nil // claimed (or deleted) meanwhile
 		}
@@ -629,7 +629,7 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 	// rule as a player's deletion (counted before, under the challenge lock).
 	var refill bool
 	if d.Reason == "expired" {
-		counts, nerr := m.o.Store.PoolCounts(ctx, d.ChallengeID)
+		counts, nerr := m.o.Records.PoolCounts(ctx, d.ChallengeID)
 		refill = nerr == nil && !c.Deleting && !expiry.Expired(m.now(), c.Until) &&
 			pool.RefillAfterDelete(c.Min, c.Max, counts.Pooled, counts.Total)
 	}

@@ -89,14 +89,14 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 	// spin-ups in flight: two etcd round trips whatever the number of
 	// challenges (reads per challenge made a no-op run over 10 000
 	// challenges take seconds).
-	views, err := m.o.Store.AllChallenges(ctx)
+	views, err := m.o.Records.AllChallenges(ctx)
 	if err != nil {
 		return rep, storeError(err)
 	}
 	// Read after the snapshot: a spin-up committed in between is counted
 	// neither pooled nor reserved, which costs at most a fill event that
 	// the fill handler finds unneeded; never a missing fill.
-	pending, err := m.o.Store.ListPending(ctx, "")
+	pending, err := m.o.Records.ListPending(ctx, "")
 	if err != nil {
 		return rep, storeError(err)
 	}
@@ -112,7 +112,7 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 		claimed, pooled := v.Claimed, v.Pooled
 		if c.Deleting {
 			if len(claimed)+len(pooled) == 0 {
-				if err := m.o.Store.DeleteChallenge(ctx, c.ID); err != nil {
+				if err := m.o.Records.Under(nil).DeleteChallenge(ctx, c.ID); err != nil {
 					rep.Failures++
 				} else {
 					rep.Finished++
@@ -217,12 +217,12 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, views [
 	for _, ref := range refs {
 		deployed[ref.Identity] = true
 	}
-	known, err := m.o.Store.Identities(ctx)
+	known, err := m.o.Records.Identities(ctx)
 	if err != nil {
 		return err
 	}
 	prev := orphanSuspects{}
-	if b, err := m.o.Store.GetMeta(ctx, "orphan-suspects"); err != nil {
+	if b, err := m.o.Records.GetMeta(ctx, "orphan-suspects"); err != nil {
 		return err
 	} else if b != nil {
 		_ = json.Unmarshal(b, &prev)
@@ -285,7 +285,7 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, views [
 		}
 	}
 	b, _ := json.Marshal(next)
-	return m.o.Store.PutMeta(ctx, "orphan-suspects", b)
+	return m.o.Records.PutMeta(ctx, "orphan-suspects", b)
 }
 
 // destroyOrphan destroys a stack no record knows, in a span of its own.

@@ -14,39 +14,14 @@ import (
 	"log/slog"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
-
 	"github.com/challfn/challfn/shared/api"
-	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
-	"github.com/challfn/challfn/shared/scenario"
-	"github.com/challfn/challfn/shared/store"
 )
-
-// Engine is the Pulumi driver (shared/iac).
-type Engine interface {
-	Create(ctx context.Context, p iac.Program, identity string, additional map[string]string) (iac.Outputs, error)
-	Update(ctx context.Context, old, new iac.Program, s iac.Strategy, identity string, additional map[string]string) (string, iac.Outputs, error)
-	DestroyStack(ctx context.Context, project, identity string) error
-}
-
-// Scenarios resolves and serves scenarios (shared/scenario).
-type Scenarios interface {
-	Register(ctx context.Context, ref string, additional map[string]string) (*scenario.Scenario, error)
-	Resolve(ctx context.Context, ref string) (string, error)
-	Get(ctx context.Context, digest string) (*scenario.Scenario, error)
-}
-
-// Sender delivers events (shared/events). Nil means "run the work inline":
-// the request that causes it waits for it (what upstream does).
-type Sender interface {
-	Send(ctx context.Context, e cloudevents.Event) error
-}
 
 // Options wires a Manager.
 type Options struct {
-	Store     *store.Store
-	Locks     *lock.Locker
+	Records   Records
+	Locks     Locks
 	Scenarios Scenarios
 	Engine    Engine
 	Events    Sender
@@ -97,7 +72,7 @@ func (m *Manager) now() time.Time { return m.o.Now().UTC() }
 // cut short by the client (docs/design.md, decision 5): acquire returns a context
 // detached from ctx's cancellation, with ctx's values and trace, that keeps
 // the lock's lease alive until Release.
-func (m *Manager) acquire(ctx context.Context, c lock.Chain) (context.Context, *lock.Held, error) {
+func (m *Manager) acquire(ctx context.Context, c lock.Chain) (context.Context, Held, error) {
 	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
 	held, err := m.o.Locks.Acquire(work, c)

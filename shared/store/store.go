@@ -295,7 +295,8 @@ func (s *Store) putInstances(ctx context.Context, c *Challenge, instances []*Ins
 			return fmt.Errorf("store: encode challenge: %w", err)
 		}
 		k := s.challKey(c.ID)
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", c.Rev))
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", c.Rev),
+			clientv3.Compare(clientv3.CreateRevision(k), ">", 0)) // a Rev of 0 matches an absent key
 		ops = append(ops, clientv3.OpPut(k, string(v)))
 		reads = append(reads, clientv3.OpGet(k, clientv3.WithKeysOnly()))
 	}
