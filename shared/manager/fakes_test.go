@@ -127,7 +127,9 @@ func digestOf(ref string) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-func (fakeScenarios) Resolve(_ context.Context, ref string) (string, error) { return digestOf(ref), nil }
+func (fakeScenarios) Resolve(_ context.Context, ref string) (string, error) {
+	return digestOf(ref), nil
+}
 
 func (fakeScenarios) Register(_ context.Context, ref string, _ map[string]string) (*scenario.Scenario, error) {
 	if strings.Contains(ref, "bad") {
@@ -202,7 +204,9 @@ func (q *queue) deliver(e cloudevents.Event) {
 	}()
 }
 
-func errorsIsPermanent(err error) bool { return strings.Contains(fmt.Sprint(events.Result(err)), "400") }
+func errorsIsPermanent(err error) bool {
+	return strings.Contains(fmt.Sprint(events.Result(err)), "400")
+}
 
 func (q *queue) wait() {
 	q.mu.Lock()
@@ -271,7 +275,9 @@ func newManagerOn(w *world, r manager.Records) *manager.Manager {
 		Events: w.events, Log: w.logger(), Now: w.clock})
 }
 
-func (c *conflicting) Under(h manager.Held) manager.Writes { return conflictingWrites{c.Store.Under(h)} }
+func (c *conflicting) Under(h manager.Held) manager.Writes {
+	return conflictingWrites{c.Store.Under(h)}
+}
 
 type conflictingWrites struct{ manager.Writes }
 
