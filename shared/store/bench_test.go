@@ -96,7 +96,7 @@ func BenchmarkQuery(b *testing.B) {
 	b.Run("list-by-source-100", func(b *testing.B) {
 		before := n.Unary()
 		for b.Loop() {
-			if insts, err := s.InstancesBySource(ctx, "s3"); err != nil || len(insts) != 100 {
+			if insts, _, err := s.SourceInstances(ctx, "s3"); err != nil || len(insts) != 100 {
 				b.Fatal(err, len(insts))
 			}
 		}

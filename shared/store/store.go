@@ -1,6 +1,6 @@
 // Package store keeps challfn's records in etcd: challenges, instances,
-// source claims, pool members, reservations and the expiry index, as JSON
-// values changed only in transactions (compare revision, then put).
+// source claims, pool members and reservations, as JSON values changed only
+// in transactions (compare revision, then put).
 //
 // Key layout (P = prefix, default /challfn; every id segment is
 // url.PathEscape'd and every prefix used for a scan ends with "/", so
@@ -24,7 +24,11 @@
 //
 // A create is Reserve (lease-bound: a crash frees it), then the Pulumi
 // deployment, then CommitInstance (one transaction: record, claim or pool
-// copy, expiry index, reservation removed) or Unreserve.
+// copy, reservation removed) or Unreserve.
+//
+// Files: store.go (layout, transactions, challenges), reserve.go
+// (reservations), pool.go (claims), instance.go (instance reads and writes),
+// snapshot.go (consistent reads and counts), meta.go (bookkeeping).
 //
 // Copies are written in the same transaction as the canonical record, so
 // they share its mod revision: Instance.Rev is the same whichever key it was
@@ -356,23 +360,6 @@ func (s *Store) DeleteChallenge(ctx context.Context, id string, fence ...clientv
 		return fmt.Errorf("%w: challenge %q has %d", ErrNotEmpty, id, r.Else[1].GetResponseRange().Count)
 	}
 	return nil
-}
-
-// ListChallenges returns every challenge, ordered by escaped id.
-func (s *Store) ListChallenges(ctx context.Context) ([]*Challenge, error) {
-	kvs, _, err := s.rangeAll(ctx, s.challDir())
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*Challenge, 0, len(kvs))
-	for _, kv := range kvs {
-		c, err := decodeChallenge(kv)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
 }
 
 // rangeAll reads every key under dir at the latest revision, page by page
