@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/challfn/challfn/shared/api"
 	"github.com/challfn/challfn/shared/apierr"
+	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/expiry"
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
-	"github.com/challfn/challfn/shared/pool"
 	"github.com/challfn/challfn/shared/store"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -217,23 +215,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 			newRef = "" // same content: keep the stored reference (upstream)
 		}
 	}
-	if req.Masks("until") {
-		c.Until = req.Until
-	}
-	if req.Masks("timeout") {
-		c.Timeout = req.Timeout
-	}
-	changedAdditional := false
-	if req.Masks("additional") {
-		changedAdditional = !maps.Equal(c.Additional, req.Additional)
-		c.Additional = req.Additional
-	}
-	if req.Masks("min") {
-		c.Min = req.Min
-	}
-	if req.Masks("max") {
-		c.Max = req.Max
-	}
+	changedAdditional := applyMask(c, req)
 	if newRef != "" {
 		sc, err := m.o.Scenarios.Register(ctx, newRef, c.Additional)
 		if err != nil {
@@ -241,10 +223,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 		}
 		c.Scenario, c.Digest, c.Project = newRef, sc.Digest, sc.Program.Project
 	}
-	if newRef != "" || changedAdditional {
-		c.Generation++
-		c.Strategy = string(strategy)
-	}
+	nextGeneration(c, newRef != "" || changedAdditional, strategy)
 
 	claimed, pooled, err := m.o.Records.Instances(ctx, c.ID)
 	if err != nil {
@@ -258,56 +237,21 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 			}
 		}
 	}
-	// Every claimed instance's until follows the challenge, from now
-	// (docs/contract.md §4.4 step 8, §12.6), on every update: UpdatedAt, from which
-	// every until counts (untilOf). No instance record is written for it.
-	now := m.now()
-	c.UpdatedAt = now
-	// Instances to bring to the challenge's generation: new changes, plus
-	// earlier ones that failed or are still pending (a re-sent PATCH
-	// retries; a new round, so that failures of an earlier attempt are not
-	// taken for this one's).
-	var updating []*store.Instance
-	for _, in := range claimed {
-		if in.Generation < c.Generation {
-			updating = append(updating, in)
-		}
-	}
-	// Pooled instances are never updated: no player has seen them, so the
-	// outdated ones are taken out of the pool in this transaction (no claim
-	// can get them any more), destroyed, and replaced by the pool at the new
-	// generation. Those already withdrawn are on their way out.
-	var live, withdrawn []*store.Instance
-	for _, in := range pooled {
-		switch {
-		case in.Draining:
-		case in.Generation < c.Generation:
-			out := *in
-			out.Draining = true
-			withdrawn = append(withdrawn, &out)
-		default:
-			live = append(live, in)
-		}
-	}
-	// Pool: grow or shrink to the new bounds; no pool work once expired.
-	delta := pool.NewDelta(c.Min, c.Max, int64(len(claimed)), int64(len(live)))
-	slices.SortFunc(live, func(a, b *store.Instance) int { return strings.Compare(a.Identity, b.Identity) })
-	gone := append(withdrawn, live[:min(int(delta.Delete), len(live))]...)
-	if len(updating)+len(gone) > 0 {
-		c.Round++
-	}
-	if err := m.o.Records.Under(held).UpdateChallenge(ctx, c, withdrawn); err != nil {
+	// Every claimed instance's until follows the challenge from now
+	// (docs/contract.md §4.4 step 8): no instance record is written for it.
+	plan := planUpdate(c, claimed, pooled, m.now())
+	if err := m.o.Records.Under(held).UpdateChallenge(ctx, c, plan.withdrawn); err != nil {
 		return nil, storeError(err)
 	}
-	if delta.Create > 0 && !expiry.Expired(now, c.Until) {
+	if plan.fill {
 		m.requestPoolFill(ctx, c.ID)
 	}
 	var work []workItem
-	for _, in := range gone {
-		work = append(work, deleteWork(c.ID, in.Identity, "pool-shrink"))
+	for _, in := range plan.gone {
+		work = append(work, deleteWork(c.ID, in.Identity, events.ReasonPoolShrink))
 	}
-	for _, in := range updating {
-		work = append(work, updateWork(c.ID, in.Identity, c.Digest, iac.Strategy(c.Strategy), c.Generation))
+	for _, in := range plan.updating {
+		work = append(work, updateWork(c.ID, in.Identity))
 	}
 	// The instance work takes the challenge lock in reader mode: let go first.
 	if err := held.Release(ctx); err != nil {
@@ -315,7 +259,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	}
 	m.dispatch(ctx, work)
 	// Waiting is the client's business: it ends when the client leaves.
-	if err := m.awaitConvergence(reqCtx, c.ID, c.Round, gone, updating); err != nil {
+	if err := m.awaitConvergence(reqCtx, c.ID, c.Round, plan.gone, plan.updating); err != nil {
 		return nil, err
 	}
 	out, err := m.RetrieveChallenge(reqCtx, c.ID)
@@ -369,7 +313,7 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 		all := append(claimed, pooled...)
 		work := make([]workItem, 0, len(all))
 		for _, in := range all {
-			work = append(work, deleteWork(id, in.Identity, "challenge-delete"))
+			work = append(work, deleteWork(id, in.Identity, events.ReasonChallengeDelete))
 		}
 		if err := held.Release(ctx); err != nil {
 			m.log.WarnContext(ctx, "releasing challenge lock", "error", err)

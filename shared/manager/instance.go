@@ -316,12 +316,9 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 		return nil, err
 	}
 	defer held.Release(ctx)
-	if c.Timeout == nil {
-		return nil, apierr.ChallengeNoRenewal(challengeID)
-	}
 	now := m.now()
-	if expiry.Expired(now, untilOf(c, in)) {
-		return nil, apierr.InstanceExpired(challengeID, sourceID)
+	if err := checkRenew(c, in, now); err != nil {
+		return nil, err
 	}
 	in, err = m.o.Records.Under(held).ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
 		cur.LastRenew = now
@@ -581,7 +578,7 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete) error {
 	ctx, span := telemetry.Start(ctx, "instance.delete")
 	defer span.End()
-	if d.Reason == "expired" || d.Reason == "pool-shrink" || d.Reason == reasonRepair {
+	if d.Reason == events.ReasonExpired || d.Reason == events.ReasonPoolShrink || d.Reason == events.ReasonRepair {
 		// The janitor asks again at its next run if still needed: when
 		// the instance is being deleted (an earlier request of the same
 		// janitor work), renewed or updated right now, step aside rather
@@ -607,11 +604,8 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if d.Reason == "expired" && (c == nil || !expiry.Expired(m.now(), untilOf(c, in))) {
-		return nil // renewed (or its challenge updated) since the janitor looked
-	}
-	if d.Reason == "pool-shrink" && !in.Pooled() {
-		return nil // claimed since the janitor looked
+	if !stillWanted(d.Reason, c, in, m.now()) {
+		return nil // renewed, or claimed, since it was asked for
 	}
 	if in.Pooled() && !in.Draining {
 		// Claims take no instance lock (one transaction on the pool key):
@@ -628,7 +622,7 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 	// An expired claimed instance frees room under max: the same refill
 	// rule as a player's deletion (counted before, under the challenge lock).
 	var refill bool
-	if d.Reason == "expired" {
+	if d.Reason == events.ReasonExpired {
 		counts, nerr := m.o.Records.PoolCounts(ctx, d.ChallengeID)
 		refill = nerr == nil && !c.Deleting && !expiry.Expired(m.now(), c.Until) &&
 			pool.RefillAfterDelete(c.Min, c.Max, counts.Pooled, counts.Total)

@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"github.com/challfn/challfn/shared/events"
-	"github.com/challfn/challfn/shared/expiry"
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
-	"github.com/challfn/challfn/shared/pool"
 	"github.com/challfn/challfn/shared/store"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -106,59 +104,17 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 			reserved[p.ChallengeID]++
 		}
 	}
-	var work []workItem
-	for _, v := range views {
-		c := v.Challenge
-		claimed, pooled := v.Claimed, v.Pooled
-		if c.Deleting {
-			if len(claimed)+len(pooled) == 0 {
-				if err := m.o.Records.Under(nil).DeleteChallenge(ctx, c.ID); err != nil {
-					rep.Failures++
-				} else {
-					rep.Finished++
-				}
-				continue
-			}
-			for _, in := range append(claimed, pooled...) {
-				work = append(work, deleteWork(c.ID, in.Identity, "challenge-delete"))
-			}
-			rep.Resumed++
-			continue
-		}
-		// 2. Expiry: every claimed instance whose until (derived from its
-		// challenge, see untilOf) has passed.
-		for _, in := range claimed {
-			if expiry.Expired(now, untilOf(c, in)) {
-				work = append(work, deleteWork(c.ID, in.Identity, "expired"))
-				rep.Expired++
-			}
-		}
-		if expiry.Expired(now, c.Until) {
-			continue // no pool work for an expired challenge
-		}
-		// A withdrawn instance whose destruction failed is not in the pool
-		// any more: destroy it again, and do not count it as pooled.
-		live := pooled[:0:0]
-		for _, in := range pooled {
-			if in.Draining {
-				work = append(work, deleteWork(c.ID, in.Identity, "pool-shrink"))
-				rep.PoolShrinks++
-			} else {
-				live = append(live, in)
-			}
-		}
-		pooled = live
-		delta := pool.NewDelta(c.Min, c.Max, int64(len(claimed)), int64(len(pooled))+reserved[c.ID])
-		if delta.Create > 0 {
-			// One fill fills the whole pool (see requestPoolFill).
-			work = append(work, fillWork(c.ID))
-			rep.PoolFills++
-		}
-		for i := 0; i < int(delta.Delete) && i < len(pooled); i++ {
-			work = append(work, deleteWork(c.ID, pooled[len(pooled)-1-i].Identity, "pool-shrink"))
-			rep.PoolShrinks++
+	plan := planJanitor(now, views, reserved)
+	rep = plan.rep
+	for _, id := range plan.finish {
+		if err := m.o.Records.Under(nil).DeleteChallenge(ctx, id); err != nil {
+			rep.Failures++
+			m.log.ErrorContext(telemetry.WithChallenge(ctx, id), "finishing a challenge deletion failed", "error", err)
+		} else {
+			rep.Finished++
 		}
 	}
+	work := plan.work
 	m.dispatchJanitor(ctx, work)
 
 	// 3. Stacks without records, records without stacks.
@@ -269,7 +225,7 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, views [
 			default:
 				// Removed under the instance's lock, unless someone is at
 				// work on it (then it is seen again at the next run).
-				repairs = append(repairs, deleteWork(in.ChallengeID, in.Identity, reasonRepair))
+				repairs = append(repairs, deleteWork(in.ChallengeID, in.Identity, events.ReasonRepair))
 				rep.Repaired++
 				next[key] = first
 			}

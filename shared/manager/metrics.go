@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -29,20 +30,17 @@ func deployOp(sourceID string) string {
 }
 
 // destroyOp is the op of a deletion event's reason.
-func destroyOp(reason string) string {
+func destroyOp(reason events.DeleteReason) string {
 	switch reason {
-	case "expired":
+	case events.ReasonExpired:
 		return opExpire
-	case "pool-shrink":
+	case events.ReasonPoolShrink:
 		return opPool
-	case reasonRepair:
+	case events.ReasonRepair:
 		return opOrphan
 	}
 	return opDelete
 }
-
-// reasonRepair deletes a record whose stack is gone (janitor).
-const reasonRepair = "repair"
 
 func (m *Manager) engineCreate(ctx context.Context, op string, p iac.Program, identity string, additional map[string]string) (iac.Outputs, error) {
 	start := time.Now()

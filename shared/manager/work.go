@@ -23,13 +23,11 @@ func fillWork(challengeID string) workItem {
 	return workItem{events.TypePoolFill, events.PoolFill{ChallengeID: challengeID}}
 }
 
-func updateWork(challengeID, identity, digest string, s iac.Strategy, generation int64) workItem {
-	return workItem{events.TypeInstanceUpdate, events.InstanceUpdate{
-		ChallengeID: challengeID, Identity: identity, Digest: digest, Strategy: string(s), Generation: generation,
-	}}
+func updateWork(challengeID, identity string) workItem {
+	return workItem{events.TypeInstanceUpdate, events.InstanceUpdate{ChallengeID: challengeID, Identity: identity}}
 }
 
-func deleteWork(challengeID, identity, reason string) workItem {
+func deleteWork(challengeID, identity string, reason events.DeleteReason) workItem {
 	return workItem{events.TypeInstanceDelete, events.InstanceDelete{ChallengeID: challengeID, Identity: identity, Reason: reason}}
 }
 
