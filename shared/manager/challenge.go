@@ -22,7 +22,7 @@ import (
 // compiled once and previewed, then saved. The pool is filled by events; the
 // response does not wait for it.
 func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeRequest) (_ *api.Challenge, err error) {
-	defer func() { m.report(ctx, "challenge creation", err) }()
+	defer func() { err = m.answer(ctx, opChallengeCreate, err) }()
 	if err := api.ValidateID("id", req.ID); err != nil {
 		return nil, err
 	}
@@ -35,7 +35,7 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 	ctx = telemetry.WithChallenge(ctx, req.ID)
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: req.ID, ChallengeMode: lock.Write})
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	defer held.Release(ctx)
 
@@ -43,11 +43,11 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 	case err == nil:
 		return nil, apierr.ChallengeAlreadyExists(req.ID)
 	case !errors.Is(err, store.ErrNotFound):
-		return nil, storeError(err)
+		return nil, err
 	}
 	sc, err := m.o.Scenarios.Register(ctx, req.Scenario, req.Additional)
 	if err != nil {
-		return nil, m.scenarioError(err, req.Scenario, true)
+		return nil, err
 	}
 	c := &store.Challenge{
 		ID:         req.ID,
@@ -64,7 +64,7 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 		if errors.Is(err, store.ErrExists) {
 			return nil, apierr.ChallengeAlreadyExists(req.ID)
 		}
-		return nil, storeError(err)
+		return nil, err
 	}
 	m.log.InfoContext(ctx, "challenge created", "scenario", c.Scenario, "digest", c.Digest)
 	if c.Min > 0 && !expiry.Expired(m.now(), c.Until) {
@@ -77,21 +77,18 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 // one etcd revision. Reads take no lock: etcd's snapshot is the consistency
 // upstream needed its reader locks for, and a read never waits behind a
 // deployment.
-func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (*api.Challenge, error) {
+func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (_ *api.Challenge, err error) {
+	defer func() { err = m.answer(ctx, opChallengeRetrieve, err) }()
 	if err := api.ValidateID("id", id); err != nil {
 		return nil, err
 	}
+	ctx = telemetry.WithChallenge(ctx, id)
 	c, claimed, err := m.o.Records.ChallengeWithInstances(ctx, id)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		err = storeError(err)
-		m.report(telemetry.WithChallenge(ctx, id), "challenge retrieval", err)
-		return nil, err
-	}
 	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
 		return nil, apierr.ChallengeNotFound(id)
 	}
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	return toAPIChallenge(c, claimed), nil
 }
@@ -102,9 +99,7 @@ func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (*api.Challe
 func (m *Manager) QueryChallenges(ctx context.Context, send func(*api.Challenge) error) error {
 	views, err := m.o.Records.AllChallenges(ctx)
 	if err != nil {
-		err = storeError(err)
-		m.report(ctx, "challenge query", err)
-		return err
+		return m.answer(ctx, opChallengeQuery, err)
 	}
 	for _, v := range views {
 		if v.Challenge.Deleting {
@@ -160,7 +155,7 @@ func strategyOf(s api.UpdateStrategy) (iac.Strategy, error) {
 // an update: it re-sends events only for instances not yet converged, and is a
 // fast no-op once everything is (digests and additional values unchanged).
 func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeRequest) (_ *api.Challenge, err error) {
-	defer func() { m.report(ctx, "challenge update", err) }()
+	defer func() { err = m.answer(ctx, opChallengeUpdate, err) }()
 	if err := api.CheckUpdateMask(req.UpdateMask); err != nil {
 		return nil, err
 	}
@@ -191,7 +186,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: req.ID, ChallengeMode: lock.Write})
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	defer held.Release(ctx)
 	c, err := m.o.Records.GetChallenge(ctx, req.ID)
@@ -199,7 +194,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 		return nil, apierr.ChallengeNotFound(req.ID)
 	}
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 
 	newRef := ""
@@ -209,7 +204,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 		}
 		digest, err := m.o.Scenarios.Resolve(ctx, newRef)
 		if err != nil {
-			return nil, m.scenarioError(err, newRef, true)
+			return nil, err
 		}
 		if digest == c.Digest {
 			newRef = "" // same content: keep the stored reference (upstream)
@@ -219,7 +214,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	if newRef != "" {
 		sc, err := m.o.Scenarios.Register(ctx, newRef, c.Additional)
 		if err != nil {
-			return nil, m.scenarioError(err, newRef, true)
+			return nil, err
 		}
 		c.Scenario, c.Digest, c.Project = newRef, sc.Digest, sc.Program.Project
 	}
@@ -227,7 +222,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 
 	claimed, pooled, err := m.o.Records.Instances(ctx, c.ID)
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	if changedAdditional {
 		// Every instance must still be deployable with its own values on top.
@@ -241,7 +236,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 	// (docs/contract.md §4.4 step 8): no instance record is written for it.
 	plan := planUpdate(c, claimed, pooled, m.now())
 	if err := m.o.Records.Under(held).UpdateChallenge(ctx, c, plan.withdrawn); err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	if plan.fill {
 		m.requestPoolFill(ctx, c.ID)
@@ -277,7 +272,7 @@ func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeR
 // are fanned out as events and awaited like updates. A failed or unfinished
 // deletion keeps what is left: sending the DELETE again resumes it.
 func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
-	defer func() { m.report(ctx, "challenge deletion", err) }()
+	defer func() { err = m.answer(ctx, opChallengeDelete, err) }()
 	if err := api.ValidateID("id", id); err != nil {
 		return err
 	}
@@ -285,7 +280,7 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 	reqCtx := ctx
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: id, ChallengeMode: lock.Write})
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 	defer held.Release(ctx)
 	c, err := m.o.Records.GetChallenge(ctx, id)
@@ -293,14 +288,14 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 		return apierr.ChallengeNotFound(id)
 	}
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 	// A new round, also when the DELETE is sent again: what failed at an
 	// earlier one is retried, not reported (awaitConvergence).
 	c.Deleting = true
 	c.Round++
 	if err := m.o.Records.Under(held).UpdateChallenge(ctx, c, nil); err != nil {
-		return storeError(err)
+		return err
 	}
 	// An update that was already running when the challenge was marked (its
 	// challenge lock released early) may still rename an instance
@@ -308,7 +303,7 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 	for attempt := 1; ; attempt++ {
 		claimed, pooled, err := m.o.Records.Instances(ctx, id)
 		if err != nil {
-			return storeError(err)
+			return err
 		}
 		all := append(claimed, pooled...)
 		work := make([]workItem, 0, len(all))
@@ -325,7 +320,7 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 
 		ctx, held, err = m.acquire(reqCtx, lock.Chain{Challenge: id, ChallengeMode: lock.Write})
 		if err != nil {
-			return storeError(err)
+			return err
 		}
 		defer held.Release(ctx)
 		err = m.o.Records.Under(held).DeleteChallenge(ctx, id)
@@ -336,7 +331,7 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
 		case errors.Is(err, store.ErrNotFound):
 			return nil // a concurrent DELETE finished first
 		case !errors.Is(err, store.ErrNotEmpty) || attempt == maxDeleteRounds:
-			return storeError(err)
+			return err
 		}
 	}
 }
@@ -360,7 +355,7 @@ func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, roun
 	for {
 		pending, failed, err := m.progress(ctx, challengeID, round, gone, updating)
 		if err != nil && ctx.Err() == nil {
-			return storeError(err)
+			return err
 		}
 		if err == nil && pending == 0 {
 			if len(failed) > 0 {

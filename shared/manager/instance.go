@@ -28,7 +28,7 @@ func (m *Manager) liveChallenge(ctx context.Context, id string) (*store.Challeng
 		return nil, apierr.ChallengeNotFound(id)
 	}
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	return c, nil
 }
@@ -42,7 +42,7 @@ func (m *Manager) liveChallenge(ctx context.Context, id string) (*store.Challeng
 // record; so does a crash (the reservation dies with the lease and the
 // janitor removes the stack).
 func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceRequest) (_ *api.Instance, err error) {
-	defer func() { m.report(ctx, "instance creation", err) }()
+	defer func() { err = m.answer(ctx, opInstanceCreate, err) }()
 	if err := api.ValidateID("challenge_id", req.ChallengeID); err != nil {
 		return nil, err
 	}
@@ -54,7 +54,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: cid, ChallengeMode: lock.Read})
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	defer held.Release(ctx)
 	c, err := m.liveChallenge(ctx, cid)
@@ -83,7 +83,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	case errors.Is(err, store.ErrExists):
 		return nil, apierr.InstanceAlreadyExists(cid, sid)
 	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return nil, storeError(err)
+		return nil, err
 	case err == nil:
 		m.log.InfoContext(telemetry.WithIdentity(ctx, claim.Instance.Identity), "instance claimed from pool")
 		if pool.RefillAfterClaim(c.Min, c.Max, claim.PooledBefore, claim.Total) {
@@ -103,7 +103,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 		if errors.Is(err, store.ErrExists) {
 			return nil, apierr.InstanceAlreadyExists(cid, sid)
 		}
-		return nil, storeError(err)
+		return nil, err
 	}
 	in, err := m.deploy(ctx, c, id, sid, req.Additional, held)
 	if err != nil {
@@ -120,11 +120,11 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID string, additional map[string]string, held Held) (*store.Instance, error) {
 	sc, err := m.o.Scenarios.Get(ctx, c.Digest)
 	if err != nil {
-		return nil, m.scenarioError(err, c.Scenario, false)
+		return nil, err
 	}
 	outs, err := m.engineCreate(ctx, deployOp(sourceID), sc.Program, id, merge(c.Additional, additional))
 	if err != nil {
-		return nil, engineError(ctx, err, "Deployment of the instance", m.o.Debug)
+		return nil, failed("Deployment of the instance", err)
 	}
 	now := m.now()
 	in := &store.Instance{
@@ -151,7 +151,7 @@ func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID s
 			// stack later if no record knows it.
 			m.log.WarnContext(ctx, "outcome of an instance commit unknown; stack kept for the janitor", "error", err)
 		}
-		return nil, storeError(fmt.Errorf("saving instance: %w", err))
+		return nil, fmt.Errorf("saving instance: %w", err)
 	}
 	return in, nil
 }
@@ -175,7 +175,7 @@ func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, claim
 	ctx = telemetry.WithIdentity(ctx, claimed.Identity)
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: c.ID, ChallengeMode: lock.Read, Instance: claimed.Identity, InstanceMode: lock.Write})
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	defer held.Release(ctx)
 	// What happened to the claim between its transaction and this lock (an
@@ -186,26 +186,11 @@ func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, claim
 		return nil, apierr.Unavailable("The instance was deleted while being set up, try again.")
 	}
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
-	sc, err := m.o.Scenarios.Get(ctx, in.Digest)
+	err = m.applyAdditional(ctx, c, in, held)
 	if err == nil {
-		var outs iac.Outputs
-		_, outs, err = m.engineUpdate(ctx, opUpdate, sc.Program, sc.Program, iac.UpdateInPlace, in.Identity, merge(c.Additional, in.Additional))
-		if err == nil {
-			in, err = m.o.Records.Under(held).ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
-				cur.ConnectionInfo, cur.Flags = outs.ConnectionInfo, outs.Flags
-				return nil
-			})
-			if err == nil {
-				return toAPIInstance(c, in), nil
-			}
-			err = storeError(err)
-		} else {
-			err = engineError(ctx, err, "Deployment of the instance", m.o.Debug)
-		}
-	} else {
-		err = m.scenarioError(err, c.Scenario, false)
+		return toAPIInstance(c, in), nil
 	}
 	if derr := m.destroy(ctx, opRollback, in, c.Round, held); derr != nil {
 		m.log.ErrorContext(ctx, "destroying a claimed instance whose update failed", "error", derr)
@@ -213,23 +198,45 @@ func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, claim
 	return nil, err
 }
 
+// applyAdditional deploys a claimed instance again with its own additional
+// values on top of the challenge's, and records its new outputs in in.
+func (m *Manager) applyAdditional(ctx context.Context, c *store.Challenge, in *store.Instance, held Held) error {
+	sc, err := m.o.Scenarios.Get(ctx, in.Digest)
+	if err != nil {
+		return err
+	}
+	_, outs, err := m.engineUpdate(ctx, opUpdate, sc.Program, sc.Program, iac.UpdateInPlace, in.Identity, merge(c.Additional, in.Additional))
+	if err != nil {
+		return failed("Deployment of the instance", err)
+	}
+	got, err := m.o.Records.Under(held).ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
+		cur.ConnectionInfo, cur.Flags = outs.ConnectionInfo, outs.Flags
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	*in = *got
+	return nil
+}
+
 // RetrieveInstance returns the instance of a source. Like upstream it answers
 // INSTANCE_NOT_FOUND even when the challenge does not exist, and does not
 // check expiry.
-func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID string) (*api.Instance, error) {
+func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID string) (_ *api.Instance, err error) {
+	defer func() { err = m.answer(ctx, opInstanceRetrieve, err) }()
 	if err := api.ValidateID("challenge_id", challengeID); err != nil {
 		return nil, err
 	}
 	if err := api.ValidateID("source_id", sourceID); err != nil {
 		return nil, err
 	}
+	ctx = telemetry.WithChallenge(ctx, challengeID)
 	c, in, err := m.o.Records.InstanceWithChallenge(ctx, challengeID, sourceID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, apierr.InstanceNotFound(challengeID, sourceID)
 	}
 	if err != nil {
-		err = storeError(err)
-		m.report(telemetry.WithChallenge(ctx, challengeID), "instance retrieval", err)
 		return nil, err
 	}
 	return toAPIInstance(c, in), nil
@@ -246,9 +253,7 @@ func (m *Manager) QueryInstances(ctx context.Context, sourceID string, send func
 	}
 	ins, cs, err := m.o.Records.SourceInstances(ctx, sourceID)
 	if err != nil {
-		err = storeError(err)
-		m.report(ctx, "instance query", err)
-		return err
+		return m.answer(ctx, opInstanceQuery, err)
 	}
 	for _, in := range ins {
 		c := cs[in.ChallengeID]
@@ -273,11 +278,11 @@ func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID
 			return ctx, nil, nil, apierr.InstanceNotFound(c.ID, sourceID)
 		}
 		if err != nil {
-			return ctx, nil, nil, storeError(err)
+			return ctx, nil, nil, err
 		}
 		work, held, err := m.acquire(ctx, lock.Chain{Challenge: c.ID, ChallengeMode: lock.Read, Instance: in.Identity, InstanceMode: lock.Write})
 		if err != nil {
-			return ctx, nil, nil, storeError(err)
+			return ctx, nil, nil, err
 		}
 		fresh, err := m.o.Records.InstanceBySource(work, c.ID, sourceID)
 		if err == nil && fresh.Identity == in.Identity {
@@ -288,7 +293,7 @@ func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID
 			return ctx, nil, nil, apierr.InstanceNotFound(c.ID, sourceID)
 		}
 		if err != nil {
-			return ctx, nil, nil, storeError(err)
+			return ctx, nil, nil, err
 		}
 		if attempt == 3 {
 			return ctx, nil, nil, apierr.Unavailable("The instance is being updated, try again.")
@@ -299,7 +304,7 @@ func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID
 // RenewInstance pushes an instance's expiry (docs/contract.md §4.9). The response has
 // no additional values, as upstream.
 func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID string) (_ *api.Instance, err error) {
-	defer func() { m.report(ctx, "instance renewal", err) }()
+	defer func() { err = m.answer(ctx, opInstanceRenew, err) }()
 	if err := api.ValidateID("challenge_id", challengeID); err != nil {
 		return nil, err
 	}
@@ -325,7 +330,7 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 		return nil
 	})
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	out := toAPIInstance(c, in)
 	out.Additional = nil
@@ -335,7 +340,7 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 // DeleteInstance destroys the instance of a source and forgets it
 // (docs/contract.md §4.10), then refills the pool if its rule says so.
 func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID string) (err error) {
-	defer func() { m.report(ctx, "instance deletion", err) }()
+	defer func() { err = m.answer(ctx, opInstanceDelete, err) }()
 	if err := api.ValidateID("challenge_id", challengeID); err != nil {
 		return err
 	}
@@ -354,7 +359,7 @@ func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID stri
 	defer held.Release(ctx)
 	counts, err := m.o.Records.PoolCounts(ctx, challengeID)
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 	if err := held.ReleaseChallenge(ctx); err != nil {
 		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
@@ -390,10 +395,10 @@ func (m *Manager) destroy(ctx context.Context, op string, in *store.Instance, ro
 		if perr != nil && !errors.Is(perr, store.ErrNotFound) {
 			m.log.WarnContext(ctx, "recording a failed deletion", "error", perr)
 		}
-		return engineError(ctx, err, "Destruction of the instance", m.o.Debug)
+		return failed("Destruction of the instance", err)
 	}
 	if err := m.o.Records.Under(held).RemoveInstance(ctx, in.ChallengeID, in.Identity); err != nil {
-		return storeError(fmt.Errorf("removing the record of a destroyed stack (the janitor repairs it): %w", err))
+		return fmt.Errorf("removing the record of a destroyed stack (the janitor repairs it): %w", err)
 	}
 	return nil
 }
@@ -419,7 +424,7 @@ func (m *Manager) fillPool(ctx context.Context, d events.PoolFill) error {
 	ctx, span := telemetry.Start(ctx, "pool.fill")
 	defer span.End()
 	if busy, err := m.o.Locks.InstanceBusy(ctx, d.ChallengeID, poolLockName); err != nil || busy {
-		return storeError(err)
+		return err
 	}
 	deadline := m.now().Add(fillBudget)
 	for {
@@ -562,7 +567,7 @@ func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) e
 			// holder may be at work (lost lock): the janitor repairs.
 			_ = m.engineDestroy(context.WithoutCancel(ctx), opRollback, newSc.Program.Project, newID)
 		}
-		return storeError(fmt.Errorf("saving the updated instance: %w", err))
+		return fmt.Errorf("saving the updated instance: %w", err)
 	}
 	if oldErr != nil {
 		// The new blue-green side is live; the old stack leaked and is the
@@ -585,7 +590,7 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 		// than wait. Under load, waiting deletions piled up by the hundred
 		// and held the function's request slots.
 		if busy, err := m.o.Locks.InstanceBusy(ctx, d.ChallengeID, d.Identity); err != nil || busy {
-			return storeError(err)
+			return err
 		}
 	}
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: d.ChallengeID, ChallengeMode: lock.Read, Instance: d.Identity, InstanceMode: lock.Write})
@@ -616,7 +621,7 @@ func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete)
 			return nil // claimed (or deleted) meanwhile
 		}
 		if err != nil {
-			return storeError(err)
+			return err
 		}
 	}
 	// An expired claimed instance frees room under max: the same refill

@@ -65,7 +65,7 @@ const DefaultOrphanGrace = 10 * time.Minute
 func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace time.Duration) (rep JanitorReport, err error) {
 	ctx, span := telemetry.Start(ctx, "janitor.run")
 	defer span.End()
-	defer func() { m.report(ctx, "janitor run", err) }()
+	defer func() { err = m.answer(ctx, opJanitor, err) }()
 	defer func() {
 		telemetry.Metrics().RecordJanitorRun(ctx, telemetry.JanitorRun{Deleted: rep.Expired, Failures: rep.Failures, Err: err})
 	}()
@@ -75,7 +75,7 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 		return JanitorReport{Skipped: true}, nil
 	}
 	if err != nil {
-		return rep, storeError(err)
+		return rep, err
 	}
 	defer held.Release(ctx)
 	if orphanGrace <= 0 {
@@ -89,14 +89,14 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 	// challenges take seconds).
 	views, err := m.o.Records.AllChallenges(ctx)
 	if err != nil {
-		return rep, storeError(err)
+		return rep, err
 	}
 	// Read after the snapshot: a spin-up committed in between is counted
 	// neither pooled nor reserved, which costs at most a fill event that
 	// the fill handler finds unneeded; never a missing fill.
 	pending, err := m.o.Records.ListPending(ctx, "")
 	if err != nil {
-		return rep, storeError(err)
+		return rep, err
 	}
 	reserved := map[string]int64{}
 	for _, p := range pending {

@@ -20,10 +20,7 @@ func (m *Manager) report(ctx context.Context, op string, err error) {
 	if err == nil {
 		return
 	}
-	var ie *identityError
-	if errors.As(err, &ie) && telemetry.IdentityFrom(ctx) == "" {
-		ctx = telemetry.WithIdentity(ctx, ie.identity)
-	}
+	ctx = contextOf(ctx, err)
 	code := apierr.CodeOf(err)
 	level := slog.LevelError
 	var oe *iac.OpError
@@ -59,4 +56,14 @@ func withIdentity(identity string, err error) error {
 		return nil
 	}
 	return &identityError{identity, err}
+}
+
+// contextOf is ctx with the identity err names (identityError), when ctx has
+// none.
+func contextOf(ctx context.Context, err error) context.Context {
+	var ie *identityError
+	if errors.As(err, &ie) && telemetry.IdentityFrom(ctx) == "" {
+		return telemetry.WithIdentity(ctx, ie.identity)
+	}
+	return ctx
 }
