@@ -197,7 +197,7 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("instance after bad input: %d %s", r.Status, r.Body)
 	}
 	ctExpect(t, "delete", ctDo(t, u, "DELETE", "/api/v1/challenge/bad", ""), 200, `{}`)
-	env.Broker.Wait()
+	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
 	}

@@ -230,7 +230,7 @@ func TestContractLifecycle(t *testing.T) {
 	if r := ctDo(t, u, "GET", "/api/v1/challenge", ""); r.Status != 200 || len(r.Body) != 0 {
 		t.Errorf("query challenges after delete: %d %q", r.Status, r.Body)
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if k := env.Keys(t); len(k) != 0 {
 		t.Errorf("keys left: %v", k)
 	}
@@ -427,7 +427,7 @@ func TestContractErrors(t *testing.T) {
 	for _, id := range []string{"e1", "e2"} {
 		ctExpect(t, "delete "+id, ctDo(t, u, "DELETE", "/api/v1/challenge/"+id, ""), 200, `{}`)
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
 	}
@@ -458,7 +458,7 @@ func TestContractGoldenExamples(t *testing.T) {
 	ctExpect(t, "create", ctDo(t, u, "POST", "/api/v1/challenge",
 		`{"id":"1","scenario":"`+ref+`","timeout":"90.5s","until":"2025-01-02T05:04:05.12+02:00","additional":{"k":"v"},"min":"2","max":4}`), 200, want)
 	ctExpect(t, "retrieve", ctDo(t, u, "GET", "/api/v1/challenge/1", ""), 200, want)
-	env.Broker.Wait()
+	env.Wait()
 	if k := env.Keys(t); len(k) != 1 {
 		t.Errorf("records of an expired challenge with min 2: %v (no pool expected)", k)
 	}

@@ -250,7 +250,7 @@ func TestCTFdPluginSession(t *testing.T) {
 			t.Errorf("delete_challenge %s: %v", id, m)
 		}
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
 	}

@@ -168,7 +168,7 @@ func TestHostileRequests(t *testing.T) {
 			t.Fatalf("delete %q: %d %s", id, r.status, r.body)
 		}
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if k := env.Keys(t); len(k) != 0 {
 		t.Fatalf("keys left: %v", k)
 	}

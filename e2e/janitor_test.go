@@ -95,7 +95,7 @@ func TestJanitor(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		env.Broker.Wait()
+		env.Wait()
 		if errs[0] != nil || errs[1] != nil {
 			t.Fatalf("janitor runs: %v, %v", errs[0], errs[1])
 		}
@@ -133,7 +133,7 @@ func TestJanitor(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		env.Broker.Wait()
+		env.Wait()
 		if errs[0] != nil || errs[1] != nil {
 			t.Fatalf("concurrent janitor ticks: %v, %v", errs[0], errs[1])
 		}

@@ -123,7 +123,7 @@ func TestFailuresSayWhy(t *testing.T) {
 
 	t.Run("failed pool fill", func(t *testing.T) {
 		mustOK("register", "POST", "/api/v1/challenge", `{"id":"logs-pool","scenario":"`+ref+`","additional":{"fail-up":"pool on purpose"},"min":1,"max":2}`)
-		env.Broker.Wait()
+		env.Wait()
 		line := oneErrorLine(t, logs, "event io.challfn.pool.fill failed", "logs-pool", "")
 		if !strings.Contains(line["error"].(string), "pool on purpose") || line["identity"] == nil {
 			t.Errorf("pool fill line without the cause or the identity: %v", line)

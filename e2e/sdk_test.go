@@ -110,7 +110,7 @@ func TestSDKScenarios(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		// After the parallel subtests: nothing left anywhere.
-		env.Broker.Wait()
+		env.Wait()
 		if st := env.Stacks(t); len(st) != 0 {
 			t.Errorf("stacks left: %v", st)
 		}

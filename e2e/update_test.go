@@ -105,7 +105,7 @@ func TestHotUpdate(t *testing.T) {
 			start := time.Now()
 			res := lcDecode[lcChallenge](t, lcDo(t, env, "PATCH", "/api/v1/challenge/hot", body, http.StatusOK))
 			t.Logf("PATCH %s of 20 instances: %v", r.strategy, time.Since(start))
-			env.Broker.Wait()
+			env.Wait()
 
 			c, err := env.App.Store.GetChallenge(context.Background(), "hot")
 			if err != nil {
@@ -163,7 +163,7 @@ func TestHotUpdate(t *testing.T) {
 				start := time.Now()
 				lcDo(t, env, "PATCH", "/api/v1/challenge/hot", body, http.StatusOK)
 				t.Logf("identical PATCH again: %v", time.Since(start))
-				env.Broker.Wait()
+				env.Wait()
 				again, _ := lcRecords(t, env, "hot")
 				for _, in := range again {
 					rec := after[in.SourceID]
@@ -272,7 +272,7 @@ func TestHotUpdateFailureVisible(t *testing.T) {
 			t.Fatalf("the failure does not name source %s: %s", sid, body)
 		}
 	}
-	env.Broker.Wait()
+	env.Wait()
 	c, err := env.App.Store.GetChallenge(context.Background(), "flaky")
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +294,7 @@ func TestHotUpdateFailureVisible(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := lcDecode[lcChallenge](t, lcDo(t, env, "PATCH", "/api/v1/challenge/flaky", patch, http.StatusOK))
-	env.Broker.Wait()
+	env.Wait()
 	claimed, _ = lcRecords(t, env, "flaky")
 	recs := lcBySource(claimed)
 	for _, in := range res.Instances {

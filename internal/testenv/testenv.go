@@ -75,7 +75,8 @@ const (
 	// Broker: events go through an in-process broker that POSTs them to the
 	// instance function's /events, as a Knative Broker does.
 	Broker Events = iota
-	// Inline: no event sink; updates and deletions run inside the request.
+	// Inline: no event sink: the function process's own queue (mem://)
+	// delivers the events, in the background, as a single process would.
 	Inline
 )
 
@@ -248,6 +249,15 @@ func (e *Env) Do(t testing.TB, method, path, body string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
+// Wait blocks until the asynchronous work sent so far is done: the events of
+// the broker, or of the process's own queue (Inline).
+func (e *Env) Wait() {
+	e.Broker.Wait()
+	if e.App.Queue != nil {
+		e.App.Queue.Wait()
+	}
+}
+
 // Janitor fires one janitor run the way a scheduler does and waits for the
 // events it caused.
 func (e *Env) Janitor(t testing.TB) {
@@ -261,7 +271,7 @@ func (e *Env) Janitor(t testing.TB) {
 	if err := s.Send(ctx, ev); err != nil {
 		t.Fatalf("janitor: %v", err)
 	}
-	e.Broker.Wait()
+	e.Wait()
 }
 
 // Stacks lists the stacks left in the Pulumi backend.

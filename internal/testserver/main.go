@@ -11,7 +11,8 @@
 //	                   on stdout as "LISTEN http://host:port" once serving
 //	TESTSERVER_EVENTS  "broker" (default): events go through an in-process
 //	                   broker at /broker that delivers to this process;
-//	                   "inline": no event sink
+//	                   "inline": no event sink, the process's own queue
+//	                   (mem://) delivers them
 //	TESTSERVER_HOLD    a Go duration: answers to POST/PATCH/DELETE under
 //	                   /api/v1/ wait this long after the handler returned and
 //	                   before anything is written, so a test can kill the

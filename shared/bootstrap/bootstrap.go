@@ -46,6 +46,9 @@ type App struct {
 	Engine    *iac.Engine
 	Manager   *manager.Manager
 	Log       *slog.Logger
+	// Queue carries the asynchronous work when no events sink is configured
+	// (mem://): Wait lets a test wait for it.
+	Queue *events.InProcess
 }
 
 // New connects to etcd and builds the rest. source names the function in the
@@ -106,16 +109,23 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		cli.Close()
 		return nil, fmt.Errorf("scenarios: %w", err)
 	}
+	// Without a sink, the process's own queue carries the work (mem://): a
+	// single-process setup such as the local run. Functions on a serverless
+	// platform set EVENTS_SINK_URL to their broker.
+	sinkURL := cfg.EventsSinkURL
+	if sinkURL == "" {
+		sinkURL = "mem://"
+	}
 	var sender manager.Sender
-	if cfg.EventsSinkURL != "" {
+	{
 		client := &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport)}
-		if len(cfg.APITokens) > 0 && loopback(cfg.EventsSinkURL) {
+		if len(cfg.APITokens) > 0 && loopback(sinkURL) {
 			// A loopback sink is challfn's own all-in-one broker (local run,
 			// tests), which the API tokens protect like any other route. A
 			// remote broker never receives an API token.
 			client.Transport = httpx.BearerTransport(cfg.APITokens[0], client.Transport)
 		}
-		s, err := events.NewSender(cfg.EventsSinkURL, client)
+		s, err := events.NewSender(sinkURL, client)
 		if err != nil {
 			a.Close()
 			return nil, err
@@ -135,6 +145,11 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		Limits: api.Limits{PoolMin: cfg.PoolMinLimit, PoolMax: cfg.PoolMaxLimit,
 			AdditionalBytes: int(cfg.AdditionalMaxBytes)},
 	})
+	if q, ok := sender.(*events.InProcess); ok {
+		q.Log = log
+		q.Bind(telemetry.CloudEvent(a.Manager.HandleEvent))
+		a.Queue = q
+	}
 	return a, nil
 }
 
@@ -155,6 +170,9 @@ func loopback(rawURL string) bool {
 // Close releases the connections.
 func (a *App) Close() error {
 	var errs []error
+	if a.Queue != nil {
+		a.Queue.Close()
+	}
 	if a.Scenarios != nil {
 		errs = append(errs, a.Scenarios.Close())
 	}

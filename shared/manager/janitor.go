@@ -115,7 +115,7 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 		}
 	}
 	work := plan.work
-	m.dispatchJanitor(ctx, work)
+	m.dispatch(ctx, work)
 
 	// 3. Stacks without records, records without stacks.
 	if stacks != nil {
@@ -127,29 +127,6 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 	m.log.InfoContext(ctx, "janitor run", "expired", rep.Expired, "pool_fills", rep.PoolFills,
 		"pool_shrinks", rep.PoolShrinks, "orphans", rep.Orphans, "stale_locks", rep.StaleLocks, "failures", rep.Failures)
 	return rep, nil
-}
-
-// dispatchJanitor sends the janitor's work; without an event sink it runs it
-// here, pool fills included (the janitor has no client waiting).
-func (m *Manager) dispatchJanitor(ctx context.Context, work []workItem) {
-	if m.o.Events != nil {
-		m.dispatch(ctx, work)
-		return
-	}
-	var fills []workItem
-	rest := work[:0:0]
-	for _, w := range work {
-		if w.typ == events.TypePoolFill {
-			fills = append(fills, w)
-		} else {
-			rest = append(rest, w)
-		}
-	}
-	m.dispatch(ctx, rest)
-	for _, f := range fills {
-		d := f.data.(events.PoolFill)
-		m.report(telemetry.WithChallenge(ctx, d.ChallengeID), "pool fill", m.fillPool(telemetry.WithChallenge(ctx, d.ChallengeID), d))
-	}
 }
 
 // orphanSuspects are the leaks seen at earlier runs, by first sighting:
@@ -231,7 +208,7 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, views [
 			}
 		}
 	}
-	m.dispatchJanitor(ctx, repairs)
+	m.dispatch(ctx, repairs)
 	if sw, ok := stacks.(LockSweeper); ok {
 		n, err := sw.SweepLocks(ctx, refs)
 		rep.StaleLocks += n

@@ -24,7 +24,8 @@ type Options struct {
 	Locks     Locks
 	Scenarios Scenarios
 	Engine    Engine
-	Events    Sender
+	// Events carries the asynchronous work (required).
+	Events Sender
 	// Source is the CloudEvents source of the events this manager sends.
 	Source string
 	// UpdateWait bounds how long UpdateChallenge and DeleteChallenge wait for
@@ -50,6 +51,9 @@ type Manager struct {
 
 // New returns a Manager.
 func New(o Options) *Manager {
+	if o.Events == nil {
+		panic("manager: Options.Events is required")
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
