@@ -44,6 +44,12 @@ func CheckPooler(paths []string, min, max int64) error {
 	if hasMin && hasMax && max > 0 && min > max {
 		fv = append(fv, apierr.FieldViolation{Field: "min", Reason: "INVERTED_BOUNDARIES", Description: "When an upper bound is defined, minimum cannot exceed maximum."})
 	}
+	return poolerError(hasMin, hasMax, min, max, fv)
+}
+
+// poolerError is the CHALLENGE_POOLER_OOB answer of violations fv (nil
+// without any), with the bounds in paths as metadata.
+func poolerError(hasMin, hasMax bool, min, max int64, fv []apierr.FieldViolation) error {
 	if len(fv) == 0 {
 		return nil
 	}

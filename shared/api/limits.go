@@ -73,17 +73,7 @@ func (l Limits) CheckPoolerLimits(paths []string, min, max int64) error {
 		fv = append(fv, apierr.FieldViolation{Field: "max", Reason: "TOO_LARGE",
 			Description: fmt.Sprintf("Maximum boundary must be at most %d (POOL_MAX_LIMIT).", l.PoolMax)})
 	}
-	if len(fv) == 0 {
-		return nil
-	}
-	md := map[string]string{}
-	if hasMin {
-		md["min"] = strconv.FormatInt(min, 10)
-	}
-	if hasMax {
-		md["max"] = strconv.FormatInt(max, 10)
-	}
-	return apierr.PoolerOutOfBounds(md, fv...)
+	return poolerError(hasMin, hasMax, min, max, fv)
 }
 
 // CheckTimeout refuses a timeout that is not positive (instances born expired) or
