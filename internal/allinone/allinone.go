@@ -15,6 +15,7 @@ import (
 	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/grpcx"
 	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -26,7 +27,9 @@ const (
 )
 
 // Mux returns the handler of every function with app, and broker at
-// BrokerPath.
+// BrokerPath. gRPC calls of both services (ChallengeStore, InstanceManager)
+// are answered at the same address, as upstream's one port does; serve it
+// with httpx.Server (h2c).
 func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Handler, error) {
 	inst, err := instance.Handler(ctx, app)
 	if err != nil {
@@ -57,7 +60,10 @@ func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Han
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		apierr.Write(w, apierr.RouteNotFound())
 	}))
-	return mux, nil
+	gs := grpcx.NewServer(app.GRPCOptions())
+	challenge.RegisterGRPC(gs, app.Manager)
+	instance.RegisterGRPC(gs, app.Manager)
+	return grpcx.Split(gs.Handler(), mux), nil
 }
 
 // Client is the HTTP client for calls into the functions served by Mux (the

@@ -29,6 +29,7 @@ import (
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/etcd/etcdtest"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/registry"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
@@ -180,7 +181,7 @@ func Start(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.Server = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	e.Server = httpx.Server(h)
 	go e.Server.Serve(l)
 	t.Cleanup(func() {
 		e.Broker.Wait()

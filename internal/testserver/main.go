@@ -37,6 +37,7 @@ import (
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/httpx"
 )
 
 func main() {
@@ -87,7 +88,7 @@ func run() error {
 		h = hold(h, d)
 	}
 	fmt.Printf("LISTEN %s\n", url)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := httpx.Server(h)
 	return srv.Serve(l)
 }
 

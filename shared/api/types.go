@@ -154,3 +154,25 @@ type RenewInstanceRequest struct {
 	ChallengeID string
 	SourceID    string
 }
+
+// The requests below have no REST body (their fields are path or query
+// parameters): they are the gRPC services' messages.
+
+// RetrieveChallengeRequest is api.v1.challenge.RetrieveChallengeRequest.
+type RetrieveChallengeRequest struct{ ID string }
+
+// DeleteChallengeRequest is api.v1.challenge.DeleteChallengeRequest.
+type DeleteChallengeRequest struct{ ID string }
+
+// RetrieveInstanceRequest is api.v1.instance.RetrieveInstanceRequest.
+type RetrieveInstanceRequest struct{ ChallengeID, SourceID string }
+
+// QueryInstanceRequest is api.v1.instance.QueryInstanceRequest.
+type QueryInstanceRequest struct{ SourceID string }
+
+// DeleteInstanceRequest is api.v1.instance.DeleteInstanceRequest.
+type DeleteInstanceRequest struct{ ChallengeID, SourceID string }
+
+// Empty is google.protobuf.Empty: QueryChallenge's request and the answer
+// of both deletions.
+type Empty struct{}

@@ -26,6 +26,7 @@ import (
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/grpcx"
 	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
@@ -201,12 +202,16 @@ type Lazy struct {
 	New func(ctx context.Context) (*App, error)
 	// Handler builds the function's HTTP handler from the App (optional).
 	Handler func(ctx context.Context, a *App) (http.Handler, error)
+	// GRPC builds the handler of the function's gRPC calls (optional; see
+	// ServeGRPC).
+	GRPC func(ctx context.Context, a *App) (http.Handler, error)
 	// Component names the function in health answers.
 	Component string
 
 	mu      sync.Mutex
 	app     *App
 	handler http.Handler
+	grpc    http.Handler
 }
 
 // Get returns the App, building it if needed.
@@ -236,6 +241,42 @@ func (l *Lazy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.ServeHTTP(w, r)
+}
+
+// ServeGRPC serves a gRPC call with the handler built by GRPC; until the App
+// can be built, the call gets the same 503 (Unavailable) as REST, as a gRPC
+// status.
+func (l *Lazy) ServeGRPC(w http.ResponseWriter, r *http.Request) {
+	h, err := l.getGRPC(r.Context())
+	if err != nil {
+		grpcx.WriteStatus(w, unavailable(err))
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+func (l *Lazy) getGRPC(ctx context.Context) (http.Handler, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.grpc != nil {
+		return l.grpc, nil
+	}
+	a, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h, err := l.GRPC(context.WithoutCancel(ctx), a)
+	if err != nil {
+		return nil, err
+	}
+	l.grpc = h
+	return h, nil
+}
+
+// GRPCOptions configure the function's gRPC server as its REST routes are:
+// the same API tokens, request size cap and logger.
+func (a *App) GRPCOptions() grpcx.Options {
+	return grpcx.Options{Tokens: a.Config.APITokens, MaxRecvBytes: a.Config.MaxRequestBytes, Log: a.Log}
 }
 
 func (l *Lazy) getHandler(ctx context.Context) (http.Handler, error) {
@@ -295,8 +336,12 @@ func Unready(component string, err error) http.Handler {
 			health.ServeHTTP(w, r)
 			return
 		}
-		apierr.Write(w, apierr.Unavailable("challfn is not ready: "+err.Error()))
+		apierr.Write(w, unavailable(err))
 	})
+}
+
+func unavailable(err error) *apierr.Error {
+	return apierr.Unavailable("challfn is not ready: " + err.Error())
 }
 
 // StoreCounter reads the counts of the challenges and instances gauges from

@@ -26,22 +26,16 @@ const HealthPath = "/healthcheck"
 // stays open for probes. A missing or wrong token is a 401 in the contract's
 // shape.
 func RequireToken(tokens []string, next http.Handler) http.Handler {
-	if len(tokens) == 0 {
+	tk := NewTokens(tokens)
+	if tk == nil {
 		return next
-	}
-	// Compare fixed-size digests so neither the length nor the content of a
-	// valid token leaks through timing.
-	sums := make([][32]byte, len(tokens))
-	for i, t := range tokens {
-		sums[i] = sha256.Sum256([]byte(t))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == HealthPath {
 			next.ServeHTTP(w, r)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !validToken(sums, got) {
+		if !tk.Valid(r.Header.Get("Authorization")) {
 			apierr.Write(w, apierr.Unauthenticated())
 			return
 		}
@@ -49,14 +43,51 @@ func RequireToken(tokens []string, next http.Handler) http.Handler {
 	})
 }
 
-func validToken(sums [][32]byte, token string) bool {
-	sum := sha256.Sum256([]byte(token))
+// Tokens is a set of valid bearer tokens, for the REST middleware above and
+// the gRPC interceptors (where the same value travels in the `authorization`
+// metadata).
+type Tokens struct {
+	sums [][32]byte
+}
+
+// NewTokens returns the set, or nil when tokens is empty (no access control).
+func NewTokens(tokens []string) *Tokens {
+	if len(tokens) == 0 {
+		return nil
+	}
+	// Compare fixed-size digests so neither the length nor the content of a
+	// valid token leaks through timing.
+	t := &Tokens{sums: make([][32]byte, len(tokens))}
+	for i, tok := range tokens {
+		t.sums[i] = sha256.Sum256([]byte(tok))
+	}
+	return t
+}
+
+// Valid reports whether authorization ("Bearer <token>") names a valid token.
+func (t *Tokens) Valid(authorization string) bool {
+	got, ok := strings.CutPrefix(authorization, "Bearer ")
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256([]byte(got))
 	match := 0
-	for i := range sums {
+	for i := range t.sums {
 		// No early exit: every candidate is compared.
-		match |= subtle.ConstantTimeCompare(sum[:], sums[i][:])
+		match |= subtle.ConstantTimeCompare(sum[:], t.sums[i][:])
 	}
 	return match == 1
+}
+
+// Server returns the http.Server every challfn entry point listens with:
+// HTTP/1.1 and HTTP/2 cleartext (h2c, prior knowledge) on the same port,
+// because gRPC clients speak h2c and Knative's queue-proxy and Cloud Run
+// forward HTTP/2 to a port named h2c, while REST clients speak HTTP/1.1.
+func Server(h http.Handler) *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
 }
 
 // Check is one dependency probe of the health endpoint (etcd, ...).

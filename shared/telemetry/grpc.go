@@ -2,15 +2,46 @@ package telemetry
 
 import (
 	"context"
+	"net/http"
 	"path"
 	"strings"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
+
+// GRPCServerHandler is the stats handler of challfn's gRPC servers: otelgrpc
+// server spans named like upstream's ("api.v1.challenge.ChallengeStore/CreateChallenge"),
+// continuing the caller's trace context from the `traceparent` metadata, and
+// otelgrpc's rpc.server.* metrics, on t's providers. It is bound to t when
+// the server is built (after Setup, at the function's cold start). With
+// telemetry disabled the incoming trace context is still propagated, for log
+// correlation and the events the call sends.
+func (t *Telemetry) GRPCServerHandler() stats.Handler {
+	return otelgrpc.NewServerHandler(
+		otelgrpc.WithTracerProvider(t.tp),
+		otelgrpc.WithMeterProvider(t.mp),
+		otelgrpc.WithPropagators(propagator),
+	)
+}
+
+// GRPCHandler serves h, a gRPC server's net/http entry (grpc.Server.ServeHTTP),
+// and flushes traces and metrics before the client sees the end of the call:
+// grpc-go writes the status as HTTP/2 trailers, which net/http sends only
+// when the handler returns, and the otelgrpc span has ended by then (the
+// server waits for its handler goroutine). Messages of a server stream still
+// go out as they are sent; only the trailers wait for the flush.
+func (t *Telemetry) GRPCHandler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		t.Flush(r.Context())
+	})
+}
 
 // GRPCDialOption instruments a gRPC client (the etcd client, through
 // etcd.Config.DialOptions) with UnaryClientInterceptor.
