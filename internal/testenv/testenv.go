@@ -69,6 +69,31 @@ func Install(t testing.TB) {
 	os.Setenv("PULUMI_SKIP_UPDATE_CHECK", "true")
 }
 
+var cmOnce sync.Once
+
+// ChallManager builds chall-manager v0.6.6's own binaries if needed
+// (scripts/install-chall-manager.sh, from the Go module proxy) and returns
+// the path of one of them: "chall-manager-cli", "chall-manager-janitor" or
+// "chall-manager". A missing binary is a failure, never a skip.
+func ChallManager(t testing.TB, name string) string {
+	t.Helper()
+	var err error
+	cmOnce.Do(func() {
+		s := filepath.Join(Root(), "scripts", "install-chall-manager.sh")
+		if out, cerr := exec.Command(s).CombinedOutput(); cerr != nil {
+			err = fmt.Errorf("%s: %w\n%s", s, cerr, out)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(Root(), ".bin", name)
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s missing after install: %v", name, err)
+	}
+	return bin
+}
+
 // Events says how asynchronous work travels.
 type Events int
 
