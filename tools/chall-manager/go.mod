@@ -6,7 +6,11 @@ module challfn.local/tools/chall-manager
 
 go 1.25.8
 
-require github.com/ctfer-io/chall-manager v0.6.6
+require (
+	github.com/ctfer-io/chall-manager v0.6.6
+	github.com/google/go-cmp v0.7.0
+	google.golang.org/protobuf v1.36.11
+)
 
 require (
 	dario.cat/mergo v1.0.1 // indirect
@@ -149,7 +153,6 @@ require (
 	google.golang.org/genproto/googleapis/api v0.0.0-20260209200024-4cfbd4190f57 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260209200024-4cfbd4190f57 // indirect
 	google.golang.org/grpc v1.78.0 // indirect
-	google.golang.org/protobuf v1.36.11 // indirect
 	gopkg.in/tomb.v1 v1.0.0-20141024135613-dd632973f1e7 // indirect
 	gopkg.in/warnings.v0 v0.1.2 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
