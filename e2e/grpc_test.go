@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/api"
+	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/shared/scenario"
 )
 
 // gcCase is one request sent over both transports.
@@ -193,10 +197,54 @@ func TestGRPCErrors(t *testing.T) {
 		}
 	}
 
+	// A registry that wants credentials challfn does not have.
+	locked, err := registry.Start(context.Background(), registry.Options{Username: "u", Password: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { locked.Close() })
+	lockedRef := locked.Host() + "/scenarios/outputs:latest"
+	if _, err := scenario.Push(context.Background(), filepath.Join(testenv.Root(), "scenarios", "outputs"), lockedRef,
+		scenario.RegistryOptions{PlainHTTP: true, Username: "u", Password: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	gcRun(t, env, conn, []gcCase{
+		{"registry refuses us", "POST", "/api/v1/challenge", `{"id":"e9","scenario":"` + lockedRef + `"}`,
+			gcChallenge + "CreateChallenge", &api.CreateChallengeRequest{ID: "e9", Scenario: lockedRef}, 400,
+			ctStatus(9, "Registry requires authentication. You may not be authorized to use it.",
+				ctInfo("OCI_INTERACTION", ctDomain+"/OCI", map[string]string{"reference": lockedRef}),
+				ctBadRequest("scenario", "OCI_INTERACTION", "The reference of provided scenario is hosted on a registry that requires authentication, for which credentials did not match."))},
+	})
+
+	// A scenario whose Go program does not compile: 500 SCENARIO_PREPROCESSING,
+	// whose description is the compiler's output (taken from the REST answer).
+	broken := t.TempDir()
+	if err := os.CopyFS(broken, os.DirFS(filepath.Join(testenv.Root(), "scenarios", "outputs"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(broken, "main.go"), []byte("package main\n\nfunc main() { undefinedCall() }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	brokenRef := env.PushDir(t, broken, "broken")
+	r0 := ctDo(t, u, "POST", "/api/v1/challenge", `{"id":"e9","scenario":"`+brokenRef+`"}`)
+	ds, _ := ctErrShape(t, "broken scenario", r0)["details"].([]any)
+	desc := gcDetailDesc(1)(ds)
+	if !strings.Contains(desc, "undefinedCall") {
+		t.Errorf("broken scenario: no compiler output in %s", r0.Body)
+	}
+	md, _ := ds[0].(map[string]any)["metadata"].(map[string]any)
+	dir, _ := md["directory"].(string)
+	preprocessing := ctStatus(13, "Scenario pre-processing failed.",
+		ctInfo("SCENARIO_PREPROCESSING", ctDomain, map[string]string{"directory": dir}),
+		ctResource("Scenario", brokenRef, desc))
+	ctExpect(t, "broken scenario (REST)", r0, 500, preprocessing)
+	_, err = gcCall[api.Challenge](conn, gcChallenge+"CreateChallenge", &api.CreateChallengeRequest{ID: "e9", Scenario: brokenRef})
+	ctSame(t, "broken scenario (gRPC)", gcStatusJSON(t, err), preprocessing)
+
 	// An unknown strategy number: challfn's 400 (upstream panicked), over both.
 	before := ctSnapshot(t, env)
 	bad := api.UpdateStrategy(7)
-	_, err := gcCall[api.Challenge](conn, gcChallenge+"UpdateChallenge", &api.UpdateChallengeRequest{
+	_, err = gcCall[api.Challenge](conn, gcChallenge+"UpdateChallenge", &api.UpdateChallengeRequest{
 		ID: "e1", UpdateStrategy: &bad, Additional: map[string]string{"x": "y"}, UpdateMask: mask("additional")})
 	r := ctDo(t, u, "PATCH", "/api/v1/challenge/e1", `{"updateStrategy":7,"additional":{"x":"y"},"updateMask":"additional"}`)
 	if r.Status != 400 || status.Code(err) != codes.InvalidArgument {
