@@ -36,11 +36,17 @@ func gcTarget(env *testenv.Env) string { return strings.TrimPrefix(env.URL, "htt
 // (plaintext, insecure credentials).
 func gcDial(t testing.TB, env *testenv.Env, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
+	return gcDialTarget(t, gcTarget(env), opts...)
+}
+
+// gcDialTarget connects to a gRPC target (host:port).
+func gcDialTarget(t testing.TB, target string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
 	opts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(api.Codec{})),
 	}, opts...)
-	conn, err := grpc.NewClient(gcTarget(env), opts...)
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
