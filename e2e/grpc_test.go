@@ -552,3 +552,30 @@ func (c tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]s
 	return map[string]string{"authorization": "Bearer " + string(c)}, nil
 }
 func (tokenCreds) RequireTransportSecurity() bool { return false }
+
+// A failure over gRPC says why exactly as over REST: one ERROR line with the
+// cause and the trace id the status message names (the otelgrpc span's), and
+// no second line from the gRPC layer.
+func TestGRPCFailuresSayWhy(t *testing.T) {
+	logs := &secBuffer{}
+	env := testenv.Start(t, testenv.Options{Log: logs})
+	conn := gcDial(t, env)
+	lcCreateChallenge(t, env, `{"id":"logs","scenario":"`+env.Scenario(t, "additional")+`","timeout":"600s"}`)
+	_, err := gcCall[api.Instance](conn, gcInstance+"CreateInstance", &api.CreateInstanceRequest{
+		ChallengeID: "logs", SourceID: "s1", Additional: map[string]string{"fail": "on purpose"}})
+	st := status.Convert(err)
+	m := regexp.MustCompile(`See trace ([0-9a-f]{32})\.`).FindStringSubmatch(st.Message())
+	if st.Code() != codes.Unknown || m == nil {
+		t.Fatalf("failed create: %v %q", st.Code(), st.Message())
+	}
+	line := oneErrorLine(t, logs, "instance creation failed", "logs", m[1])
+	if !strings.Contains(line["error"].(string), "failing on request: on purpose") {
+		t.Errorf("line without the cause: %v", line)
+	}
+	if n := strings.Count(logs.String(), `"msg":"gRPC call failed"`); n != 0 {
+		t.Errorf("%d extra lines from the gRPC layer for an explained failure:\n%s", n, logs)
+	}
+	if s := env.Stacks(t); len(s) != 0 {
+		t.Errorf("the failed create left stacks: %v", s)
+	}
+}

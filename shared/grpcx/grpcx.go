@@ -20,7 +20,6 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -274,26 +273,23 @@ func logStream(log *slog.Logger) grpc.StreamServerInterceptor {
 	}
 }
 
-// logFailure writes the one log line of a failed call: its code, reason and
-// cause (the wire carries only the catalogue's text). Failures the server
-// must look at are errors; refusals the client must fix (not found, invalid,
-// precondition, auth) and cancellations are informational.
+// logFailure writes the log line of a call that failed on the server's side
+// (a 5xx over REST), with its code, reason and cause (the wire carries only
+// the catalogue's text), unless an ERROR line already explained it (the
+// manager logs the failures it knows the cause of). Refusals the client must
+// fix (not found, invalid, precondition, auth) and cancellations are answers,
+// not failures: no line, as for REST.
 func logFailure(ctx context.Context, log *slog.Logger, method string, err error) {
-	if err == nil {
+	code := status.Code(err)
+	if err == nil || !telemetry.GRPCServerFailure(code) || telemetry.FailureLogged(ctx) {
 		return
 	}
-	code := status.Code(err)
 	var reason string
 	var e *apierr.Error
 	if errors.As(err, &e) {
 		reason = e.Reason()
 	}
-	level := slog.LevelInfo
-	switch code {
-	case codes.Unknown, codes.Internal, codes.Unavailable, codes.DataLoss, codes.DeadlineExceeded, codes.Unimplemented:
-		level = slog.LevelError
-	}
-	log.Log(ctx, level, "gRPC call failed", "method", method, "code", code.String(), "reason", reason, "error", err.Error())
+	log.ErrorContext(ctx, "gRPC call failed", "method", method, "code", code.String(), "reason", reason, "error", err.Error())
 }
 
 // encodeMessage and encodeBin encode the grpc-message and -bin headers as

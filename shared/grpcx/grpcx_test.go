@@ -157,7 +157,9 @@ func TestServer(t *testing.T) {
 		log     string // in the failure's log line
 	}{
 		{"ok", codes.OK, "", "", ""},
-		{"missing", codes.NotFound, "Challenge not found.", "CHALLENGE_NOT_FOUND", "code=NotFound reason=CHALLENGE_NOT_FOUND"},
+		// A refusal is an answer: no log line.
+		{"missing", codes.NotFound, "Challenge not found.", "CHALLENGE_NOT_FOUND", ""},
+		// A server-side failure: one ERROR line with the cause.
 		{"raw", codes.Internal, "An internal error occurred.", "INTERNAL_ERROR", "raw cause with internals"},
 		{"panic", codes.Internal, "An internal error occurred.", "INTERNAL_ERROR", "handler bug"},
 	}
@@ -180,8 +182,14 @@ func TestServer(t *testing.T) {
 			if info, ok := st.Details()[0].(*errdetails.ErrorInfo); !ok || info.Reason != tt.reason {
 				t.Fatalf("details %v, want ErrorInfo %s first", st.Details(), tt.reason)
 			}
-			if !strings.Contains(logs.String(), tt.log) {
-				t.Fatalf("no log line with %q:\n%s", tt.log, logs)
+			if tt.log == "" {
+				if strings.Contains(logs.String(), "id="+tt.id) || strings.Contains(logs.String(), tt.reason) {
+					t.Fatalf("a refusal was logged:\n%s", logs)
+				}
+				return
+			}
+			if !strings.Contains(logs.String(), tt.log) || !strings.Contains(logs.String(), "level=ERROR") {
+				t.Fatalf("no ERROR line with %q:\n%s", tt.log, logs)
 			}
 		})
 	}
