@@ -249,7 +249,11 @@ func (l *Lazy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (l *Lazy) ServeGRPC(w http.ResponseWriter, r *http.Request) {
 	h, err := l.getGRPC(r.Context())
 	if err != nil {
-		grpcx.WriteStatus(w, unavailable(err))
+		// Through the telemetry wrapper, as the REST Unready answer is: the
+		// failure gets its log line and the call its flush.
+		telemetry.Default().GRPCHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			grpcx.WriteStatus(w, unavailable(err))
+		})).ServeHTTP(w, r)
 		return
 	}
 	h.ServeHTTP(w, r)

@@ -62,7 +62,8 @@ type Options struct {
 	MaxRecvBytes int64
 	// Telemetry gives the server spans and metrics (nil = Default()).
 	Telemetry *telemetry.Telemetry
-	// Log receives one line per failed call, with its cause (nil = slog.Default()).
+	// Log receives the line of each server-side failure nobody explained,
+	// with its cause (nil = slog.Default()).
 	Log *slog.Logger
 }
 
