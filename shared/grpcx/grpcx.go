@@ -1,6 +1,6 @@
 // Package grpcx is the gRPC plumbing every challfn function shares: the
 // server that serves upstream's ChallengeStore and InstanceManager services
-// (contract §0, §1.7) next to REST on one port, its interceptors (panic
+// (docs/contract.md §0, §1.7) next to REST on one port, its interceptors (panic
 // recovery, bearer tokens, failure logs), the typed method adapters the
 // function packages describe their services with, and the dispatch of a
 // request to gRPC or REST. The services themselves (which manager method each
