@@ -63,7 +63,7 @@ func gcRun(t *testing.T, env *testenv.Env, conn *grpc.ClientConn, cases []gcCase
 	}
 }
 
-// Every error row of contract §2.2 that the gRPC services can produce, with
+// Every error row of docs/contract.md §2.2 that the gRPC services can produce, with
 // its code, message and details, in the evaluation order of §2.3; each one
 // sent over REST too, where it must be the very same answer.
 func TestGRPCErrors(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 
 // The tests of this file drive challfn's local run with chall-manager
 // v0.6.6's own gRPC clients, built from the Go module proxy: the CLI
-// ChallMakers use and the janitor deployments run (contract §5). Helpers
+// ChallMakers use and the janitor deployments run (docs/contract.md §5). Helpers
 // start with "up".
 
 // upRun runs an upstream binary and returns its output. The CLI reports
