@@ -142,7 +142,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monito
 		fmt.Fprintf(os.Stderr, "  example scenario: %s\n", r)
 	}
 	fmt.Fprintln(os.Stderr)
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := httpx.Serve(srv, l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

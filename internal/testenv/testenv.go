@@ -207,7 +207,7 @@ func Start(t testing.TB, o Options) *Env {
 		t.Fatal(err)
 	}
 	e.Server = httpx.Server(h)
-	go e.Server.Serve(l)
+	go httpx.Serve(e.Server, l)
 	t.Cleanup(func() {
 		e.Broker.Wait()
 		e.Broker.Close()

@@ -89,7 +89,7 @@ func run() error {
 	}
 	fmt.Printf("LISTEN %s\n", url)
 	srv := httpx.Server(h)
-	return srv.Serve(l)
+	return httpx.Serve(srv, l)
 }
 
 // hold delays the answers of writes until d after the handler returned.

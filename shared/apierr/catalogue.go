@@ -97,6 +97,22 @@ func Unknown(msg string) *Error { return newError(CodeUnknown, msg) }
 // parser's text, no details.
 func BadRequest(msg string) *Error { return newError(CodeInvalidArgument, msg) }
 
+// Gateway is an answer the HTTP server gives before any handler runs (a
+// request it cannot parse): its status is kept, its code is the one that
+// status maps to, its message the server's text.
+func Gateway(status int, text string) *Error {
+	code := CodeInvalidArgument
+	switch status {
+	case http.StatusNotImplemented:
+		code = CodeUnimplemented
+	case http.StatusRequestHeaderFieldsTooLarge:
+		code = CodeResourceExhausted
+	}
+	e := newError(code, text)
+	e.httpStatus = status
+	return e
+}
+
 // RouteNotFound is the gateway's answer for an unknown path.
 func RouteNotFound() *Error {
 	e := newError(CodeNotFound, http.StatusText(http.StatusNotFound))

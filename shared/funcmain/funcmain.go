@@ -78,7 +78,7 @@ func listen(ctx context.Context, addr string, h http.Handler) error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := httpx.Serve(srv, l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -79,17 +79,6 @@ func (t *Tokens) Valid(authorization string) bool {
 	return match == 1
 }
 
-// Server returns the http.Server every challfn entry point listens with:
-// HTTP/1.1 and HTTP/2 cleartext (h2c, prior knowledge) on the same port,
-// because gRPC clients speak h2c and Knative's queue-proxy and Cloud Run
-// forward HTTP/2 to a port named h2c, while REST clients speak HTTP/1.1.
-func Server(h http.Handler) *http.Server {
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	return &http.Server{Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
-}
-
 // Check is one dependency probe of the health endpoint (etcd, ...).
 type Check struct {
 	Name    string
