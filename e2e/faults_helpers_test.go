@@ -25,7 +25,7 @@ import (
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/iac"
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/store"
 )

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/challfn/challfn/internal/testenv"
-	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/internal/etcdtest"
 	"github.com/challfn/challfn/shared/scenario"
 )
 

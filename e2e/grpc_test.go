@@ -19,7 +19,7 @@ import (
 
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/api"
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 )
 

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/internal/etcdtest"
 )
 
 // TestInterleavings runs players, organisers, the janitor and process kills

@@ -26,6 +26,7 @@ import (
 
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/testenv"
+	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/expiry"
 	"github.com/challfn/challfn/shared/pool"
@@ -87,7 +88,7 @@ func TestLoad(t *testing.T) {
 	// containerConcurrency of knative/base/services.yaml.
 	router.challenge = newLoadGroup("challenge", 4, urls("challenge")...)
 	router.instance = newLoadGroup("instance", 200, urls("instance")...)
-	broker := &events.Broker{Target: front.URL + instance.EventsPath, Workers: 20, Backoff: 200 * time.Millisecond,
+	broker := &broker.Broker{Target: front.URL + instance.EventsPath, Workers: 20, Backoff: 200 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	router.broker = broker
 	t.Cleanup(broker.Close)

@@ -29,6 +29,7 @@ import (
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/knative/monitoring/localstack"
+	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/lock"
 )
@@ -80,7 +81,7 @@ func TestMonitoring(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Events: testenv.Inline})
 	ref := env.Scenario(t, "outputs")
 
-	var brokerTarget atomic.Pointer[events.Broker]
+	var brokerTarget atomic.Pointer[broker.Broker]
 	brokerSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		brokerTarget.Load().ServeHTTP(w, r)
 	}))
@@ -95,7 +96,7 @@ func TestMonitoring(t *testing.T) {
 	for _, target := range []string{"challenge", "instance", "janitor"} {
 		fn[target] = startMonitoringFunction(t, tmp, target, append(slices.Clone(common), "CACHE_DIR="+filepath.Join(tmp, target+"-cache")))
 	}
-	broker := &events.Broker{Target: fn["instance"].URL + instance.EventsPath, Backoff: 100 * time.Millisecond,
+	broker := &broker.Broker{Target: fn["instance"].URL + instance.EventsPath, Backoff: 100 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	brokerTarget.Store(broker)
 	t.Cleanup(broker.Close)

@@ -16,7 +16,7 @@ import (
 	"github.com/challfn/challfn/internal/allinone"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/events"
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 )
 

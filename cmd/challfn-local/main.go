@@ -27,10 +27,11 @@ import (
 	"github.com/challfn/challfn/knative/monitoring/localstack"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
-	"github.com/challfn/challfn/shared/etcd"
+	"github.com/challfn/challfn/internal/localetcd"
+	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/httpx"
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
@@ -79,7 +80,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monito
 	}
 	defer t.Shutdown(context.Background())
 
-	e, err := etcd.StartEmbedded(ctx, filepath.Join(dir, "etcd"))
+	e, err := localetcd.StartEmbedded(ctx, filepath.Join(dir, "etcd"))
 	if err != nil {
 		return fmt.Errorf("embedded etcd: %w", err)
 	}
@@ -117,7 +118,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monito
 
 	// Events go through a local broker, as on Knative: its ingress answers at
 	// once and it delivers to the instance function's /events, retrying.
-	broker := &events.Broker{Target: "http://" + addr + instance.EventsPath, Log: log, Client: allinone.Client(app)}
+	broker := &broker.Broker{Target: "http://" + addr + instance.EventsPath, Log: log, Client: allinone.Client(app)}
 	defer broker.Close()
 	mux, err := allinone.Mux(ctx, app, broker)
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 )
 

@@ -26,11 +26,12 @@ import (
 	"github.com/challfn/challfn/internal/allinone"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
-	"github.com/challfn/challfn/shared/etcd"
-	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/internal/localetcd"
+	"github.com/challfn/challfn/internal/etcdtest"
+	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/httpx"
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -113,7 +114,7 @@ type Options struct {
 	Env map[string]string
 	// Etcd, when set, is used instead of a new embedded server (several
 	// environments = several function processes sharing one etcd).
-	Etcd *etcd.Embedded
+	Etcd *localetcd.Embedded
 	// Dir, when set, is used for state and caches (shared Pulumi backend and
 	// scenario store between environments).
 	Dir string
@@ -128,10 +129,10 @@ type Options struct {
 type Env struct {
 	URL      string // base URL of the REST API
 	App      *bootstrap.App
-	Etcd     *etcd.Embedded
+	Etcd     *localetcd.Embedded
 	Client   *clientv3.Client
 	Registry *registry.Server
-	Broker   *events.Broker
+	Broker   *broker.Broker
 	Dir      string
 	Server   *http.Server
 }
@@ -201,7 +202,7 @@ func Start(t testing.TB, o Options) *Env {
 	t.Cleanup(func() { e.App.Close() })
 	e.Client = e.App.Etcd
 
-	e.Broker = &events.Broker{Target: e.URL + instance.EventsPath, Log: log, Backoff: 50 * time.Millisecond, Client: allinone.Client(e.App)}
+	e.Broker = &broker.Broker{Target: e.URL + instance.EventsPath, Log: log, Backoff: 50 * time.Millisecond, Client: allinone.Client(e.App)}
 	h, err := allinone.Mux(ctx, e.App, e.Broker)
 	if err != nil {
 		t.Fatal(err)

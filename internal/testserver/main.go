@@ -36,7 +36,7 @@ import (
 	"github.com/challfn/challfn/internal/allinone"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
-	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/httpx"
 )
 
@@ -79,7 +79,7 @@ func run() error {
 		log.Error("not ready", "error", err)
 		h = bootstrap.Unready("challfn-testserver", err)
 	} else {
-		broker := &events.Broker{Target: url + instance.EventsPath, Log: log, Backoff: 50 * time.Millisecond}
+		broker := &broker.Broker{Target: url + instance.EventsPath, Log: log, Backoff: 50 * time.Millisecond}
 		if h, err = allinone.Mux(ctx, app, broker); err != nil {
 			return err
 		}

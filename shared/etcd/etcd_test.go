@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/challfn/challfn/shared/etcd"
-	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/internal/etcdtest"
 	"google.golang.org/grpc"
 )
 

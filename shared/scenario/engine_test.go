@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/challfn/challfn/shared/iac"
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 )
 
 var installOnce struct {

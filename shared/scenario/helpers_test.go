@@ -16,7 +16,7 @@ import (
 	"oras.land/oras-go/v2"
 
 	"github.com/challfn/challfn/shared/iac"
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 )
 
 // counter counts registry requests by kind.

@@ -15,7 +15,7 @@ import (
 	"gocloud.dev/blob"
 	"gopkg.in/yaml.v3"
 
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 )
 
 // TestRegisterOnceThenGetElsewhere is the key property: one Register

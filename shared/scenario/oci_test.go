@@ -9,7 +9,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 )
 
 func TestPushLayout(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/challfn/challfn/shared/etcd"
-	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/internal/etcdtest"
 	"github.com/challfn/challfn/shared/store"
 )
 

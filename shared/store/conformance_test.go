@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/challfn/challfn/shared/etcd"
-	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/internal/etcdtest"
 	"github.com/challfn/challfn/shared/lock"
 	"github.com/challfn/challfn/shared/manager"
 	"github.com/challfn/challfn/shared/store"

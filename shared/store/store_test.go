@@ -11,7 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/internal/etcdtest"
 	"github.com/challfn/challfn/shared/lock"
 	"github.com/challfn/challfn/shared/store"
 )

@@ -1,4 +1,7 @@
-package events
+// Package broker is a small in-process stand-in for a Knative Broker, for the
+// local run and the end-to-end tests; production functions send their events
+// to the platform's broker (shared/events).
+package broker
 
 import (
 	"context"
@@ -11,6 +14,8 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/binding"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/challfn/challfn/shared/events"
 )
 
 // Broker is a small in-process stand-in for a Knative Broker, for the local
@@ -28,7 +33,7 @@ type Broker struct {
 	Log      *slog.Logger
 
 	once sync.Once
-	q    *InProcess
+	q    *events.InProcess
 }
 
 func (b *Broker) init() {
@@ -36,7 +41,8 @@ func (b *Broker) init() {
 		if b.Client == nil {
 			b.Client = http.DefaultClient
 		}
-		b.q = &InProcess{Workers: b.Workers, Attempts: b.Attempts, Backoff: b.Backoff, Log: b.Log, deliver: b.post}
+		b.q = &events.InProcess{Workers: b.Workers, Attempts: b.Attempts, Backoff: b.Backoff, Log: b.Log}
+		b.q.Bind(b.post)
 	})
 }
 
@@ -77,7 +83,7 @@ func (b *Broker) post(ctx context.Context, e cloudevents.Event) error {
 		return err
 	}
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&e), req); err != nil {
-		return Permanent(err)
+		return events.Permanent(err)
 	}
 	resp, err := b.Client.Do(req)
 	if err != nil {

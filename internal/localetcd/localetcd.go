@@ -1,4 +1,7 @@
-package etcd
+// Package localetcd runs an etcd server inside this process, for the local
+// run and the tests. It lives apart from shared/etcd so that the function
+// binaries, which only talk to etcd, do not link its server.
+package localetcd
 
 import (
 	"context"

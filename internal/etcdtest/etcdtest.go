@@ -7,14 +7,15 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/challfn/challfn/internal/localetcd"
 	"github.com/challfn/challfn/shared/etcd"
 )
 
 // Server starts an embedded etcd in a temporary directory, stopped when the
 // test ends.
-func Server(t testing.TB) *etcd.Embedded {
+func Server(t testing.TB) *localetcd.Embedded {
 	t.Helper()
-	srv, err := etcd.StartEmbeddedWith(context.Background(), etcd.EmbedConfig{DataDir: t.TempDir(), NoFsync: true})
+	srv, err := localetcd.StartEmbeddedWith(context.Background(), localetcd.EmbedConfig{DataDir: t.TempDir(), NoFsync: true})
 	if err != nil {
 		t.Fatalf("etcdtest: %v", err)
 	}
@@ -24,7 +25,7 @@ func Server(t testing.TB) *etcd.Embedded {
 
 // Client connects a new client to srv, closed when the test ends. Extra
 // Config fields (e.g. DialOptions) may be given in cfg; Endpoints are set here.
-func Client(t testing.TB, srv *etcd.Embedded, cfg etcd.Config) *clientv3.Client {
+func Client(t testing.TB, srv *localetcd.Embedded, cfg etcd.Config) *clientv3.Client {
 	t.Helper()
 	cfg.Endpoints = srv.Endpoints()
 	cli, err := etcd.Connect(context.Background(), cfg)

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/challfn/challfn/shared/registry"
+	"github.com/challfn/challfn/internal/registry"
 )
 
 func get(t *testing.T, url, user, pass string) int {

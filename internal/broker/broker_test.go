@@ -1,4 +1,4 @@
-package events
+package broker
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/challfn/challfn/shared/events"
 )
 
 func TestBrokerRetriesTransientFailuresAndDropsRejected(t *testing.T) {
@@ -29,9 +31,9 @@ func TestBrokerRetriesTransientFailuresAndDropsRejected(t *testing.T) {
 	ingress := httptest.NewServer(b)
 	defer ingress.Close()
 
-	sender, _ := NewSender(ingress.URL, nil)
+	sender, _ := events.NewSender(ingress.URL, nil)
 	ctx := context.Background()
-	e, _ := New(ctx, "//t", TypePoolFill, PoolFill{ChallengeID: "c"})
+	e, _ := events.New(ctx, "//t", events.TypePoolFill, events.PoolFill{ChallengeID: "c"})
 	if err := sender.Send(ctx, e); err != nil {
 		t.Fatalf("ingress refused: %v", err)
 	}
@@ -39,7 +41,7 @@ func TestBrokerRetriesTransientFailuresAndDropsRejected(t *testing.T) {
 	if got := calls.Load(); got != 3 {
 		t.Fatalf("delivery attempts = %d, want 3 (two 500s then 200)", got)
 	}
-	rejected, _ := New(ctx, "//t", "test.reject", map[string]string{})
+	rejected, _ := events.New(ctx, "//t", "test.reject", map[string]string{})
 	if err := b.Send(ctx, rejected); err != nil {
 		t.Fatal(err)
 	}
