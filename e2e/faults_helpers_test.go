@@ -22,10 +22,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/iac"
-	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/store"
 )

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/internal/etcdtest"
+	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/scenario"
 )
 

@@ -17,9 +17,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/api"
-	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 )
 

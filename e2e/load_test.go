@@ -25,8 +25,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/challfn/challfn/functions/instance"
-	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/internal/broker"
+	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/expiry"
 	"github.com/challfn/challfn/shared/pool"

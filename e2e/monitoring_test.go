@@ -27,9 +27,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/challfn/challfn/functions/instance"
+	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/knative/monitoring/localstack"
-	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/lock"
 )

@@ -14,9 +14,9 @@ import (
 
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/allinone"
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/events"
-	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 )
 

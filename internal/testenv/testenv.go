@@ -24,14 +24,14 @@ import (
 
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/allinone"
+	"github.com/challfn/challfn/internal/broker"
+	"github.com/challfn/challfn/internal/etcdtest"
+	"github.com/challfn/challfn/internal/localetcd"
+	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
-	"github.com/challfn/challfn/internal/localetcd"
-	"github.com/challfn/challfn/internal/etcdtest"
-	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/httpx"
-	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
 )

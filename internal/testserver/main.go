@@ -34,9 +34,9 @@ import (
 
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/allinone"
+	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
-	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/httpx"
 )
 

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/internal/etcdtest"
+	"github.com/challfn/challfn/shared/etcd"
 	"google.golang.org/grpc"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/internal/etcdtest"
+	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/lock"
 )
 

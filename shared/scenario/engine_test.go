@@ -8,8 +8,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/internal/registry"
+	"github.com/challfn/challfn/shared/iac"
 )
 
 var installOnce struct {

@@ -15,8 +15,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 
-	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/internal/registry"
+	"github.com/challfn/challfn/shared/iac"
 )
 
 // counter counts registry requests by kind.

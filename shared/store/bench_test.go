@@ -10,8 +10,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
-	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/internal/etcdtest"
+	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/store"
 )
 

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/internal/etcdtest"
+	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/lock"
 	"github.com/challfn/challfn/shared/manager"
 	"github.com/challfn/challfn/shared/store"
