@@ -32,7 +32,6 @@ func BenchmarkInstanceFunctionColdStart(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := env.App.Config
 	var took []time.Duration
 	for b.Loop() {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -42,10 +41,8 @@ func BenchmarkInstanceFunctionColdStart(b *testing.B) {
 		port := fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 		l.Close()
 		cmd := exec.Command(bin)
-		cmd.Env = []string{"PORT=" + port, "LOCAL_ONLY=true", "ETCD_ENDPOINTS=" + cfg.EtcdEndpoints[0],
-			"PULUMI_BACKEND_URL=" + cfg.PulumiBackendURL, "PULUMI_CONFIG_PASSPHRASE=challfn-test",
-			"SCENARIO_STORE_URL=" + cfg.ScenarioStoreURL, "CACHE_DIR=" + filepath.Join(b.TempDir(), "cache"),
-			"CHALLFN_PULUMI=" + cfg.PulumiBinary, "HOME=" + os.Getenv("HOME"), "PATH=" + os.Getenv("PATH"), "LOG_LEVEL=error"}
+		cmd.Env = append(functionEnv(env, "CACHE_DIR="+filepath.Join(b.TempDir(), "cache")),
+			"PORT="+port, "LOCAL_ONLY=true", "HOME="+os.Getenv("HOME"), "PATH="+os.Getenv("PATH"), "LOG_LEVEL=error")
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

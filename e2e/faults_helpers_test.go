@@ -22,6 +22,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/challfn/challfn/internal/allinone"
 	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/etcd"
@@ -138,23 +139,22 @@ func (l *fltLog) String() string {
 // takes its Pulumi engine processes with it, as a container kill does).
 func fltStart(t testing.TB, s *fltShared, extra map[string]string) *fltProc {
 	t.Helper()
-	vars := map[string]string{
-		"ETCD_ENDPOINTS":           strings.Join(s.Endpoints, ","),
-		"PULUMI_BACKEND_URL":       "file://" + filepath.Join(s.Dir, "state"),
+	vars := allinone.Vars(s.Dir, strings.Join(s.Endpoints, ","))
+	for k, v := range map[string]string{
 		"PULUMI_CONFIG_PASSPHRASE": "challfn-test",
-		"SCENARIO_STORE_URL":       "file://" + filepath.Join(s.Dir, "scenarios"),
 		"CACHE_DIR":                filepath.Join(t.TempDir(), "cache"),
-		"OCI_INSECURE":             "true",
 		"CHALLFN_PULUMI":           filepath.Join(testenv.Root(), ".bin", "pulumi"),
 		"LOCK_TTL":                 "2s",
 		"JANITOR_ORPHAN_GRACE":     "1s",
-		// Engine locks of killed operations are broken after this + 10 s.
 		"DEPLOY_TIMEOUT":           "8s",
 		"PULUMI_SKIP_UPDATE_CHECK": "true",
 		"PATH":                     filepath.Join(testenv.Root(), ".bin") + string(os.PathListSeparator) + os.Getenv("PATH"),
 		"HOME":                     os.Getenv("HOME"),
 		"TMPDIR":                   os.TempDir(),
+	} {
+		vars[k] = v
 	}
+	delete(vars, "EVENTS_SINK_URL") // TESTSERVER_EVENTS chooses
 	for k, v := range s.Env {
 		vars[k] = v
 	}

@@ -41,14 +41,7 @@ func BenchmarkMonitoringRetrieve(b *testing.B) {
 	if code, body := env.Do(b, "POST", "/api/v1/instance", `{"challengeId":"bench","sourceId":"1"}`); code != 200 {
 		b.Fatalf("instance: %d %s", code, body)
 	}
-	common := []string{
-		"ETCD_ENDPOINTS=" + env.Etcd.Endpoints()[0],
-		"PULUMI_BACKEND_URL=file://" + filepath.Join(env.Dir, "state"),
-		"PULUMI_CONFIG_PASSPHRASE=challfn-test",
-		"SCENARIO_STORE_URL=file://" + filepath.Join(env.Dir, "scenarios"),
-		"OCI_INSECURE=true",
-		"CHALLFN_PULUMI=" + filepath.Join(root, ".bin", "pulumi"),
-	}
+	common := functionEnv(env)
 	on := startMonitoringFunction(b, tmp, "instance", append(slices.Clone(common), "OTEL_EXPORTER_OTLP_ENDPOINT="+stack.OTLP, "CACHE_DIR="+filepath.Join(tmp, "c1")))
 	off := startMonitoringFunction(b, tmp, "instance", append(slices.Clone(common), "CACHE_DIR="+filepath.Join(tmp, "c2")))
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/challfn/challfn/functions/challenge"
 	"github.com/challfn/challfn/functions/instance"
+	"github.com/challfn/challfn/internal/allinone"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/funcmain"
 )
@@ -110,12 +111,14 @@ func tailString(s string, n int) string {
 // functionEnv is what a function process needs to share env's etcd, Pulumi
 // backend and scenario store, followed by extra ("KEY=value").
 func functionEnv(env *testenv.Env, extra ...string) []string {
-	return append([]string{
-		"ETCD_ENDPOINTS=" + env.Etcd.Endpoints()[0],
-		"PULUMI_BACKEND_URL=file://" + filepath.Join(env.Dir, "state"),
-		"PULUMI_CONFIG_PASSPHRASE=challfn-test",
-		"SCENARIO_STORE_URL=file://" + filepath.Join(env.Dir, "scenarios"),
-		"OCI_INSECURE=true",
-		"CHALLFN_PULUMI=" + filepath.Join(testenv.Root(), ".bin", "pulumi"),
-	}, extra...)
+	vars := allinone.Vars(env.Dir, env.Etcd.Endpoints()[0])
+	vars["PULUMI_CONFIG_PASSPHRASE"] = "challfn-test"
+	vars["CHALLFN_PULUMI"] = filepath.Join(testenv.Root(), ".bin", "pulumi")
+	delete(vars, "EVENTS_SINK_URL") // each function process says where its events go
+	delete(vars, "CACHE_DIR")       // each its own, in extra
+	var out []string
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	return append(out, extra...)
 }

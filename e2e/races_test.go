@@ -185,16 +185,9 @@ func ctStartFunctions(t *testing.T, env *testenv.Env) (instanceURL, challengeURL
 		port := fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 		l.Close()
 		cmd := exec.Command(filepath.Join(bin, name))
-		cmd.Env = append(os.Environ(),
+		cmd.Env = append(append(os.Environ(), functionEnv(env, "CACHE_DIR="+filepath.Join(t.TempDir(), "cache"))...),
 			"PORT="+port,
 			"LOCAL_ONLY=true",
-			"ETCD_ENDPOINTS="+env.Etcd.Endpoints()[0],
-			"PULUMI_BACKEND_URL=file://"+filepath.Join(env.Dir, "state"),
-			"PULUMI_CONFIG_PASSPHRASE=challfn-test",
-			"SCENARIO_STORE_URL=file://"+filepath.Join(env.Dir, "scenarios"),
-			"CACHE_DIR="+filepath.Join(t.TempDir(), "cache"),
-			"OCI_INSECURE=true",
-			"CHALLFN_PULUMI="+filepath.Join(testenv.Root(), ".bin", "pulumi"),
 			"LOCK_TTL=5s",
 			"LOG_LEVEL=warn",
 			"EVENTS_SINK_URL=",

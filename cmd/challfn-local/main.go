@@ -22,16 +22,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/allinone"
-	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/internal/localetcd"
 	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/knative/monitoring/localstack"
-	"github.com/challfn/challfn/shared/bootstrap"
-	"github.com/challfn/challfn/shared/config"
-	"github.com/challfn/challfn/shared/events"
-	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
@@ -92,50 +86,29 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monito
 	defer reg.Close()
 	refs := pushExamples(ctx, examples, reg.Host(), log)
 
-	cfg, err := config.Load(func(k string) string {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-		return map[string]string{
-			"ETCD_ENDPOINTS":           e.Endpoints()[0],
-			"PULUMI_BACKEND_URL":       "file://" + filepath.Join(dir, "state"),
-			"PULUMI_CONFIG_PASSPHRASE": "challfn-local",
-			"SCENARIO_STORE_URL":       "file://" + filepath.Join(dir, "scenarios"),
-			"CACHE_DIR":                filepath.Join(dir, "cache"),
-			"OCI_INSECURE":             "true",
-			"EVENTS_SINK_URL":          "http://" + addr + allinone.BrokerPath,
-			"JANITOR_ORPHAN_GRACE":     "2m",
-		}[k]
-	})
-	if err != nil {
-		return err
-	}
-	app, err := bootstrap.New(ctx, cfg, "local", log)
-	if err != nil {
-		return err
-	}
-	defer app.Close()
-
-	// Events go through a local broker, as on Knative: its ingress answers at
-	// once and it delivers to the instance function's /events, retrying.
-	broker := &broker.Broker{Target: "http://" + addr + instance.EventsPath, Log: log, Client: allinone.Client(app)}
-	defer broker.Close()
-	mux, err := allinone.Mux(ctx, app, broker)
-	if err != nil {
-		return err
-	}
+	vars := allinone.Vars(dir, e.Endpoints()[0])
+	vars["JANITOR_ORPHAN_GRACE"] = "2m"
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	srv := httpx.Server(mux)
+	p, err := allinone.Start(ctx, l, func(k string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return vars[k]
+	}, "local", log)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
+		_ = p.Server.Shutdown(sctx)
 	}()
-	go tickJanitor(ctx, "http://"+addr+allinone.JanitorPath, allinone.Client(app), janitorEvery, log)
+	go allinone.TickJanitor(ctx, p.URL+allinone.JanitorPath, allinone.Client(p.App), janitorEvery, log)
 
 	fmt.Fprintf(os.Stderr, "\nchallfn is running at http://%s (etcd %s, registry %s, state %s)\n", addr, e.Endpoints()[0], reg.Host(), dir)
 	fmt.Fprintf(os.Stderr, "  gRPC (chall-manager-cli, chall-manager-janitor): --url %s\n", addr)
@@ -143,36 +116,10 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monito
 		fmt.Fprintf(os.Stderr, "  example scenario: %s\n", r)
 	}
 	fmt.Fprintln(os.Stderr)
-	if err := httpx.Serve(srv, l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := p.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
-}
-
-// tickJanitor fires the janitor like a Knative PingSource: a binary-mode
-// CloudEvent POSTed on a schedule.
-func tickJanitor(ctx context.Context, target string, client *http.Client, every time.Duration, log *slog.Logger) {
-	sender, err := events.NewSender(target, client)
-	if err != nil {
-		log.Error("janitor ticker", "error", err)
-		return
-	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		e, err := events.New(ctx, "//challfn/local/ticker", events.TypeJanitorRun, map[string]string{})
-		if err == nil {
-			err = sender.Send(ctx, e)
-		}
-		if err != nil && ctx.Err() == nil {
-			log.Warn("janitor tick", "error", err)
-		}
-	}
 }
 
 // pushExamples pushes every scenario folder under root to the local registry.

@@ -18,20 +18,16 @@ import (
 	"runtime"
 	"sync"
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/allinone"
 	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/internal/etcdtest"
 	"github.com/challfn/challfn/internal/localetcd"
 	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/bootstrap"
-	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/events"
-	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -135,6 +131,7 @@ type Env struct {
 	Broker   *broker.Broker
 	Dir      string
 	Server   *http.Server
+	proc     *allinone.Process
 }
 
 // Start starts an environment; everything stops when the test ends.
@@ -161,20 +158,13 @@ func Start(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.URL = "http://" + l.Addr().String()
-
-	vars := map[string]string{
-		"ETCD_ENDPOINTS":           e.Etcd.Endpoints()[0],
-		"PULUMI_BACKEND_URL":       "file://" + filepath.Join(e.Dir, "state"),
-		"PULUMI_CONFIG_PASSPHRASE": "challfn-test",
-		"SCENARIO_STORE_URL":       "file://" + filepath.Join(e.Dir, "scenarios"),
-		"CACHE_DIR":                filepath.Join(t.TempDir(), "cache"),
-		"OCI_INSECURE":             "true",
-		"CHALLFN_PULUMI":           filepath.Join(Root(), ".bin", "pulumi"),
-		"LOCK_TTL":                 "5s",
-	}
-	if o.Events == Broker {
-		vars["EVENTS_SINK_URL"] = e.URL + allinone.BrokerPath
+	vars := allinone.Vars(e.Dir, e.Etcd.Endpoints()[0])
+	vars["PULUMI_CONFIG_PASSPHRASE"] = "challfn-test"
+	vars["CACHE_DIR"] = filepath.Join(t.TempDir(), "cache")
+	vars["CHALLFN_PULUMI"] = filepath.Join(Root(), ".bin", "pulumi")
+	vars["LOCK_TTL"] = "5s"
+	if o.Events == Inline {
+		vars["EVENTS_SINK_URL"] = "" // the process's own queue
 	}
 	for k, v := range o.Env {
 		vars[k] = v
@@ -184,10 +174,6 @@ func Start(t testing.TB, o Options) *Env {
 			t.Fatal(err)
 		}
 	}
-	cfg, err := config.Load(func(k string) string { return vars[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Not t.Log: the broker and deployments may log after the test ends.
 	// The functions' own log handler (JSON, with trace_id, challenge_id and identity),
 	// so that tests read the lines operators read.
@@ -195,24 +181,16 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Log != nil {
 		log = slog.New(telemetry.NewLogHandler(o.Log, telemetry.LogOptions{Level: slog.LevelDebug}))
 	}
-	e.App, err = bootstrap.New(ctx, cfg, "test", log)
+	p, err := allinone.Start(ctx, l, func(k string) string { return vars[k] }, "test", log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.App.Close() })
+	e.proc, e.URL, e.App, e.Broker, e.Server = p, p.URL, p.App, p.Broker, p.Server
 	e.Client = e.App.Etcd
-
-	e.Broker = &broker.Broker{Target: e.URL + instance.EventsPath, Log: log, Backoff: 50 * time.Millisecond, Client: allinone.Client(e.App)}
-	h, err := allinone.Mux(ctx, e.App, e.Broker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Server = httpx.Server(h)
-	go httpx.Serve(e.Server, l)
+	go p.Serve()
 	t.Cleanup(func() {
-		e.Broker.Wait()
-		e.Broker.Close()
-		e.Server.Close()
+		p.Wait()
+		p.Close()
 	})
 	return e
 }
@@ -278,12 +256,7 @@ func (e *Env) Do(t testing.TB, method, path, body string) (int, []byte) {
 
 // Wait blocks until the asynchronous work sent so far is done: the events of
 // the broker, or of the process's own queue (Inline).
-func (e *Env) Wait() {
-	e.Broker.Wait()
-	if e.App.Queue != nil {
-		e.App.Queue.Wait()
-	}
-}
+func (e *Env) Wait() { e.proc.Wait() }
 
 // Janitor fires one janitor run the way a scheduler does and waits for the
 // events it caused.

@@ -32,11 +32,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/allinone"
-	"github.com/challfn/challfn/internal/broker"
 	"github.com/challfn/challfn/shared/bootstrap"
-	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/httpx"
 )
 
@@ -57,39 +54,28 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	url := "http://" + l.Addr().String()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-
-	env := os.Getenv
-	if os.Getenv("TESTSERVER_EVENTS") != "inline" {
-		env = func(k string) string {
-			if k == "EVENTS_SINK_URL" {
-				return url + allinone.BrokerPath
-			}
-			return os.Getenv(k)
+	env := func(k string) string {
+		if k == "EVENTS_SINK_URL" && os.Getenv("TESTSERVER_EVENTS") != "inline" {
+			return allinone.SelfBroker
 		}
+		return os.Getenv(k)
 	}
 	var h http.Handler
-	cfg, err := config.Load(env)
-	var app *bootstrap.App
-	if err == nil {
-		app, err = bootstrap.New(ctx, cfg, "testserver", log)
-	}
+	p, err := allinone.Start(ctx, l, env, "testserver", log)
 	if err != nil {
+		// What a function binary serves when it cannot build its parts (etcd
+		// unreachable at cold start).
 		log.Error("not ready", "error", err)
 		h = bootstrap.Unready("challfn-testserver", err)
 	} else {
-		broker := &broker.Broker{Target: url + instance.EventsPath, Log: log, Backoff: 50 * time.Millisecond}
-		if h, err = allinone.Mux(ctx, app, broker); err != nil {
-			return err
-		}
+		h = p.Server.Handler
 	}
 	if d, err := time.ParseDuration(os.Getenv("TESTSERVER_HOLD")); err == nil && d > 0 {
 		h = hold(h, d)
 	}
-	fmt.Printf("LISTEN %s\n", url)
-	srv := httpx.Server(h)
-	return httpx.Serve(srv, l)
+	fmt.Printf("LISTEN http://%s\n", l.Addr())
+	return httpx.Serve(httpx.Server(h), l)
 }
 
 // hold delays the answers of writes until d after the handler returned.
