@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/challfn/challfn/internal/localstack"
 	"github.com/challfn/challfn/internal/testenv"
-	"github.com/challfn/challfn/knative/monitoring/localstack"
 	"github.com/challfn/challfn/shared/telemetry"
 )
 

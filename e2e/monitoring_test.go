@@ -28,8 +28,8 @@ import (
 
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/broker"
+	"github.com/challfn/challfn/internal/localstack"
 	"github.com/challfn/challfn/internal/testenv"
-	"github.com/challfn/challfn/knative/monitoring/localstack"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/lock"
 )

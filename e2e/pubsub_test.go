@@ -53,8 +53,6 @@ func lcPublish(t testing.TB, emu *pubsubtest.Emulator, topic string, data []byte
 // in-process broker carries nothing.
 func TestPubSubDelivery(t *testing.T) {
 	emu := pubsubtest.Start(t)
-	// Read by the events sender, as by Google's client libraries.
-	t.Setenv("PUBSUB_EMULATOR_HOST", emu.Host)
 	ctx := context.Background()
 	topic, err := emu.CreateTopic(ctx, "challfn-events")
 	if err != nil {
@@ -64,7 +62,10 @@ func TestPubSubDelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := testenv.Start(t, testenv.Options{Env: map[string]string{"EVENTS_SINK_URL": "pubsub://" + topic}})
+	env := testenv.Start(t, testenv.Options{Env: map[string]string{
+		"EVENTS_SINK_URL":      "pubsub://" + topic,
+		"PUBSUB_EMULATOR_HOST": emu.Host, // as Google's client libraries read it
+	}})
 	if err := emu.CreatePushSubscription(ctx, "instance-events", topic, env.URL+instance.EventsPath); err != nil {
 		t.Fatal(err)
 	}

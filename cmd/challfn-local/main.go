@@ -24,8 +24,9 @@ import (
 
 	"github.com/challfn/challfn/internal/allinone"
 	"github.com/challfn/challfn/internal/localetcd"
+	"github.com/challfn/challfn/internal/localstack"
 	"github.com/challfn/challfn/internal/registry"
-	"github.com/challfn/challfn/knative/monitoring/localstack"
+	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
@@ -41,15 +42,19 @@ func main() {
 		monitor   = flag.Bool("monitoring", false, "also run the monitoring stack of knative/monitoring/local on 127.0.0.1 (Jaeger :16686, Prometheus :9090, Alertmanager :9093; scripts/install-monitoring.sh) and export to it")
 	)
 	flag.Parse()
-	log := telemetry.NewLogger(os.Stderr)
+	proc, perr := config.ProcessFromEnv()
+	log := telemetry.NewLogger(os.Stderr, telemetry.LogOptions{Level: proc.LogLevel, LogSourceID: proc.LogSourceID})
 	slog.SetDefault(log)
-	if err := run(*addr, *regAddr, *dir, *examples, *janitorEv, *monitor, log); err != nil {
+	if perr != nil {
+		log.Warn("process configuration: using defaults for the values in error", "error", perr)
+	}
+	if err := run(*addr, *regAddr, *dir, *examples, *janitorEv, *monitor, proc, log); err != nil {
 		log.Error("challfn-local stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monitoring bool, log *slog.Logger) error {
+func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monitoring bool, proc config.Process, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir, err := filepath.Abs(dir)
@@ -68,7 +73,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monito
 		}
 		defer stop()
 	}
-	t, err := telemetry.Setup(ctx, "challfn-local", version.Version)
+	t, err := telemetry.Setup(ctx, "challfn-local", version.Version, telemetry.WithFlushTimeout(proc.FlushTimeout))
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package challenge
 import (
 	"context"
 	"net/http"
-	"os"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 
@@ -27,7 +26,7 @@ var Serve = grpcx.Split(http.HandlerFunc(app.ServeGRPC), telemetry.Handler(Name,
 // app builds the function's dependencies on the first request (a cold
 // start), then serves with them.
 var app = &bootstrap.Lazy{
-	New:       bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr)),
+	New:       bootstrap.FromEnv(Name),
 	Component: "challfn-" + Name,
 	Handler: func(_ context.Context, a *bootstrap.App) (http.Handler, error) {
 		return Handler(a), nil

@@ -3,7 +3,6 @@ package instance
 import (
 	"context"
 	"net/http"
-	"os"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -36,7 +35,7 @@ var Serve = grpcx.Split(http.HandlerFunc(app.ServeGRPC), telemetry.Handler(Name,
 // app builds the function's dependencies on the first request or event (a
 // cold start), then serves with them.
 var app = &bootstrap.Lazy{
-	New:       bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr)),
+	New:       bootstrap.FromEnv(Name),
 	Component: "challfn-" + Name,
 	Handler:   Handler,
 	GRPC: func(_ context.Context, a *bootstrap.App) (http.Handler, error) {

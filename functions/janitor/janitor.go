@@ -5,7 +5,6 @@ package janitor
 
 import (
 	"context"
-	"os"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -22,7 +21,7 @@ func init() {
 	functions.CloudEvent(Name, telemetry.CloudEvent(handle))
 }
 
-var app = &bootstrap.Lazy{New: bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr))}
+var app = &bootstrap.Lazy{New: bootstrap.FromEnv(Name)}
 
 // handle runs one sweep for any tick, whatever the scheduler's event type:
 // the event only says "now".

@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 			// remote broker never receives an API token.
 			client.Transport = httpx.BearerTransport(cfg.APITokens[0], client.Transport)
 		}
-		s, err := events.NewSender(sinkURL, client)
+		s, err := events.NewSender(sinkURL, client, events.WithPubSubEmulator(cfg.PubSubEmulator))
 		if err != nil {
 			a.Close()
 			return nil, err
@@ -302,14 +302,15 @@ func (l *Lazy) getHandler(ctx context.Context) (http.Handler, error) {
 	return h, nil
 }
 
-// FromEnv is the usual Lazy.New: configuration from the environment.
-func FromEnv(function string, log *slog.Logger) func(ctx context.Context) (*App, error) {
+// FromEnv is the usual Lazy.New: configuration from the environment, and
+// the process's default logger (shared/funcmain sets it up before serving).
+func FromEnv(function string) func(ctx context.Context) (*App, error) {
 	return func(ctx context.Context) (*App, error) {
 		cfg, err := config.FromEnv()
 		if err != nil {
 			return nil, err
 		}
-		return New(ctx, cfg, function, log)
+		return New(ctx, cfg, function, slog.Default())
 	}
 }
 

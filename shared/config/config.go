@@ -16,8 +16,6 @@ import (
 
 // Config is the whole configuration of a challfn function.
 type Config struct {
-	Port string
-
 	EtcdEndpoints []string
 	EtcdUsername  string
 	EtcdPassword  string
@@ -41,13 +39,15 @@ type Config struct {
 	ScenarioMaxBytes int64
 	MaxRequestBytes  int64
 	EventsSinkURL    string
-	APITokens        []string
-	OrphanGrace      time.Duration
+	// PubSubEmulator is PUBSUB_EMULATOR_HOST (host:port): pubsub:// events go
+	// to this emulator, as Google's client libraries do.
+	PubSubEmulator string
+	APITokens      []string
+	OrphanGrace    time.Duration
 	// Ceilings of what an organiser may ask for (shared/api.Limits).
 	PoolMinLimit       int64
 	PoolMaxLimit       int64
 	AdditionalMaxBytes int64
-	LogLevel           string
 	Debug              bool
 }
 
@@ -70,7 +70,6 @@ func FromEnv() (Config, error) { return Load(os.Getenv) }
 func Load(env Getenv) (Config, error) {
 	var errs []error
 	c := Config{
-		Port:             or(env("PORT"), "8080"),
 		EtcdEndpoints:    list(env("ETCD_ENDPOINTS")),
 		EtcdUsername:     env("ETCD_USERNAME"),
 		EtcdPrefix:       or(env("ETCD_PREFIX"), "/challfn"),
@@ -81,7 +80,7 @@ func Load(env Getenv) (Config, error) {
 		OCIUsername:      env("OCI_USERNAME"),
 		OCIAllowed:       list(env("OCI_ALLOWED_REGISTRIES")),
 		EventsSinkURL:    env("EVENTS_SINK_URL"),
-		LogLevel:         or(env("LOG_LEVEL"), "info"),
+		PubSubEmulator:   env("PUBSUB_EMULATOR_HOST"),
 	}
 	var err error
 	if c.EtcdPassword, err = secret(env, "ETCD_PASSWORD"); err != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,7 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Port != "8080" || c.EtcdPrefix != "/challfn" || c.LockTTL != 10*time.Second ||
+	if c.EtcdPrefix != "/challfn" || c.LockTTL != 10*time.Second ||
 		c.DeployTimeout != 540*time.Second || c.ScenarioMaxBytes != 256<<20 || c.PulumiBinary != "pulumi" {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
@@ -64,6 +65,44 @@ func TestLoadErrors(t *testing.T) {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			if _, err := Load(envOf(map[string]string{tc.name: tc.value})); err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(tc.name, "_FILE")) {
 				t.Fatalf("Load(%s=%q) error = %v, want one naming the variable", tc.name, tc.value, err)
+			}
+		})
+	}
+}
+
+func TestLoadProcess(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    Process
+		wantErr string
+	}{
+		{name: "defaults", want: Process{Port: "8080", LogLevel: slog.LevelInfo}},
+		{name: "values", env: map[string]string{
+			"PORT": "9000", "LOCAL_ONLY": "true", "FUNCTION_TARGET": "instance-events",
+			"CLOUD_RUN_TIMEOUT_SECONDS": "300", "LOG_LEVEL": "WARN", "LOG_SOURCE_ID": "true",
+			"CHALLFN_TELEMETRY_FLUSH_TIMEOUT": "750ms", "CHALLFN_GCP_DETECTOR": "1",
+		}, want: Process{
+			Port: "9000", LocalOnly: true, Target: "instance-events", RequestTimeout: 300 * time.Second,
+			LogLevel: slog.LevelWarn, LogSourceID: true, FlushTimeout: 750 * time.Millisecond, GCPDetector: true,
+		}},
+		{name: "bad level keeps info", env: map[string]string{"LOG_LEVEL": "loud"},
+			want: Process{Port: "8080", LogLevel: slog.LevelInfo}, wantErr: "LOG_LEVEL"},
+		{name: "bad timeout ignored", env: map[string]string{"CLOUD_RUN_TIMEOUT_SECONDS": "soon"},
+			want: Process{Port: "8080"}, wantErr: "CLOUD_RUN_TIMEOUT_SECONDS"},
+		{name: "bad flush timeout", env: map[string]string{"CHALLFN_TELEMETRY_FLUSH_TIMEOUT": "-1s"},
+			want: Process{Port: "8080"}, wantErr: "CHALLFN_TELEMETRY_FLUSH_TIMEOUT"},
+		{name: "bad bool", env: map[string]string{"LOCAL_ONLY": "yes please"},
+			want: Process{Port: "8080"}, wantErr: "LOCAL_ONLY"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := LoadProcess(envOf(tt.env))
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("error %v, want one naming %q", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Fatalf("got %+v\nwant %+v", got, tt.want)
 			}
 		})
 	}

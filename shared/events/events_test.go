@@ -181,7 +181,6 @@ func TestNewSenderRejectsBadSinks(t *testing.T) {
 // framework; the function sees the original event and its trace.
 func TestPubSubDeliveryThroughEmulator(t *testing.T) {
 	emu := pubsubtest.Start(t)
-	t.Setenv("PUBSUB_EMULATOR_HOST", emu.Host)
 	addr := startFramework(t)
 	ctx, tid := tracedContext(t)
 	topic, err := emu.CreateTopic(ctx, "challfn-events")
@@ -191,7 +190,7 @@ func TestPubSubDeliveryThroughEmulator(t *testing.T) {
 	if err := emu.CreatePushSubscription(ctx, "to-instance", topic, "http://"+addr+"/"+topic); err != nil {
 		t.Fatal(err)
 	}
-	sender, err := NewSender("pubsub://"+topic, nil)
+	sender, err := NewSender("pubsub://"+topic, nil, WithPubSubEmulator(emu.Host))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -23,14 +22,19 @@ import (
 //   - http://… or https://…: binary-mode CloudEvents POSTed to that address (a
 //     Knative Broker, a Knative Service, or the local run's functions);
 //   - pubsub://projects/P/topics/T: published to a Pub/Sub topic (Cloud Run,
-//     delivered by a push subscription or Eventarc). PUBSUB_EMULATOR_HOST is
-//     honoured, as with Google's client libraries.
+//     delivered by a push subscription or Eventarc), or to the emulator
+//     WithPubSubEmulator names;
+//   - mem://: the process's own queue (InProcess).
 //
 // client is used for HTTP (nil = http.DefaultClient); callers pass an
 // instrumented client (otelhttp) to get client spans.
-func NewSender(sink string, client *http.Client) (Sender, error) {
+func NewSender(sink string, client *http.Client, opts ...SenderOption) (Sender, error) {
 	if client == nil {
 		client = http.DefaultClient
+	}
+	var o senderOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
 	u, err := url.Parse(sink)
 	if err != nil {
@@ -48,12 +52,24 @@ func NewSender(sink string, client *http.Client) (Sender, error) {
 			return nil, fmt.Errorf("events sink %q: want pubsub://projects/PROJECT/topics/TOPIC", sink)
 		}
 		p := &pubsubSender{topic: topic, client: client, base: "https://pubsub.googleapis.com", token: metadataToken}
-		if host := os.Getenv("PUBSUB_EMULATOR_HOST"); host != "" {
-			p.base, p.token = "http://"+host, nil
+		if o.pubsubEmulator != "" {
+			p.base, p.token = "http://"+o.pubsubEmulator, nil
 		}
 		return p, nil
 	}
 	return nil, fmt.Errorf("events sink %q: unsupported scheme (want http, https, pubsub or mem)", sink)
+}
+
+// SenderOption configures NewSender.
+type SenderOption func(*senderOptions)
+
+type senderOptions struct{ pubsubEmulator string }
+
+// WithPubSubEmulator sends pubsub:// events to the Pub/Sub emulator at
+// host:port (PUBSUB_EMULATOR_HOST, config.Config.PubSubEmulator) without
+// credentials; "" keeps Google's endpoint.
+func WithPubSubEmulator(host string) SenderOption {
+	return func(o *senderOptions) { o.pubsubEmulator = host }
 }
 
 type httpSender struct {

@@ -10,11 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 
+	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
@@ -32,32 +32,38 @@ import (
 // is served by the functions framework.
 func Run(service, target string, h http.Handler) {
 	ctx := context.Background()
-	logger := telemetry.NewLogger(os.Stderr)
+	p, perr := config.ProcessFromEnv()
+	logger := telemetry.NewLogger(os.Stderr, telemetry.LogOptions{Level: p.LogLevel, LogSourceID: p.LogSourceID})
 	slog.SetDefault(logger)
-	if os.Getenv("FUNCTION_TARGET") == "" {
+	if perr != nil {
+		logger.Warn("process configuration: using defaults for the values in error", "error", perr)
+	}
+	served := p.Target
+	if served == "" {
+		served = target
+		// The functions framework finds the function to serve through it.
 		os.Setenv("FUNCTION_TARGET", target)
 	}
-	served := os.Getenv("FUNCTION_TARGET")
-	t, err := telemetry.Setup(ctx, service, version.Version)
+	opts := []telemetry.Option{telemetry.WithGCPDetector(p.GCPDetector)}
+	if p.FlushTimeout > 0 {
+		opts = append(opts, telemetry.WithFlushTimeout(p.FlushTimeout))
+	}
+	t, err := telemetry.Setup(ctx, service, version.Version, opts...)
 	if err != nil {
 		logger.Error("telemetry setup failed; continuing without it", "error", err)
 		t = telemetry.Disabled()
 	}
-	port := os.Getenv("PORT")
-	if port == "" {
-		port = "8080"
-	}
 	host := ""
-	if os.Getenv("LOCAL_ONLY") == "true" {
+	if p.LocalOnly {
 		host = "127.0.0.1"
 	}
-	serve := func(context.Context) error { return funcframework.StartHostPort(host, port) }
+	serve := func(context.Context) error { return funcframework.StartHostPort(host, p.Port) }
 	if h != nil && served == target {
 		serve = func(ctx context.Context) error {
-			return listen(ctx, net.JoinHostPort(host, port), withPlatformTimeout(h))
+			return listen(ctx, net.JoinHostPort(host, p.Port), withTimeout(h, p.RequestTimeout))
 		}
 	}
-	logger.Info("serving", "target", served, "port", port, "version", version.Version)
+	logger.Info("serving", "target", served, "port", p.Port, "version", version.Version)
 	if err := telemetry.Run(ctx, t, serve); err != nil {
 		logger.Error("function stopped", "error", err)
 		os.Exit(1)
@@ -84,14 +90,13 @@ func listen(ctx context.Context, addr string, h http.Handler) error {
 	return nil
 }
 
-// withPlatformTimeout gives each request the deadline the platform announces
-// in CLOUD_RUN_TIMEOUT_SECONDS, as funcframework's server does.
-func withPlatformTimeout(h http.Handler) http.Handler {
-	secs, err := strconv.Atoi(os.Getenv("CLOUD_RUN_TIMEOUT_SECONDS"))
-	if err != nil || secs <= 0 {
+// withTimeout gives each request the deadline d the platform announces
+// (config.Process.RequestTimeout), as funcframework's server does; none when
+// d is 0.
+func withTimeout(h http.Handler, d time.Duration) http.Handler {
+	if d <= 0 {
 		return h
 	}
-	d := time.Duration(secs) * time.Second
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()

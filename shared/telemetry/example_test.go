@@ -17,7 +17,7 @@ import (
 // (they may also be registered in init(): the package-level wrappers resolve
 // the providers per request), serve until SIGTERM, then flush and shut down.
 func Example_main() {
-	slog.SetDefault(telemetry.NewLogger(os.Stdout))
+	slog.SetDefault(telemetry.NewLogger(os.Stdout, telemetry.LogOptions{}))
 	ctx := context.Background()
 	tel, err := telemetry.Setup(ctx, "challfn-instance", "v0.1.0")
 	if err != nil {

@@ -2,11 +2,9 @@ package telemetry
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -20,16 +18,6 @@ const (
 	LogChallengeID = "challenge_id"
 	LogIdentity    = "identity"
 	LogSourceID    = "source_id"
-)
-
-// Environment variables of the logger.
-const (
-	EnvLogLevel = "LOG_LEVEL" // debug | info | warn | error (slog level syntax, e.g. "info+2"); default info
-	// EnvLogSourceID ("true") lets source_id appear in logs. Off by default:
-	// the source id names a player or team and the identity already correlates
-	// a request with its instance (docs/design.md, decision 10: the scenario sees an
-	// identity, never the source id).
-	EnvLogSourceID = "LOG_SOURCE_ID"
 )
 
 // Redacted replaces the value of a sensitive field.
@@ -72,36 +60,19 @@ func IdentityFrom(ctx context.Context) string { s, _ := ctx.Value(identityKey).(
 // SourceFrom returns the source id set by WithSource, or "".
 func SourceFrom(ctx context.Context) string { s, _ := ctx.Value(sourceKey).(string); return s }
 
-// LogOptions configure NewLogHandler.
+// LogOptions configure NewLogHandler (config.Process has their values:
+// LOG_LEVEL, LOG_SOURCE_ID).
 type LogOptions struct {
-	Level       slog.Leveler // default info
-	LogSourceID bool         // print source_id (see EnvLogSourceID)
+	Level slog.Leveler // default info
+	// LogSourceID prints source_id. Off by default: the source id names a
+	// player or team and the identity already correlates a request with its
+	// instance (docs/design.md, decision 10: the scenario sees an identity,
+	// never the source id).
+	LogSourceID bool
 }
 
-// LogOptionsFromEnv reads LOG_LEVEL and LOG_SOURCE_ID. On a bad LOG_LEVEL it
-// returns info and an error saying so.
-func LogOptionsFromEnv() (LogOptions, error) {
-	o := LogOptions{Level: slog.LevelInfo, LogSourceID: parseBool(os.Getenv(EnvLogSourceID))}
-	if v := strings.TrimSpace(os.Getenv(EnvLogLevel)); v != "" {
-		var l slog.Level
-		if err := l.UnmarshalText([]byte(v)); err != nil {
-			return o, fmt.Errorf("telemetry: %s=%q: %w", EnvLogLevel, v, err)
-		}
-		o.Level = l
-	}
-	return o, nil
-}
-
-// NewLogger is a JSON logger on w configured from the environment; a bad
-// LOG_LEVEL is reported on the logger itself and info is used.
-func NewLogger(w io.Writer) *slog.Logger {
-	o, err := LogOptionsFromEnv()
-	l := slog.New(NewLogHandler(w, o))
-	if err != nil {
-		l.Warn("invalid log level, using info", slog.String("error", err.Error()))
-	}
-	return l
-}
+// NewLogger is a JSON logger on w (NewLogHandler with o).
+func NewLogger(w io.Writer, o LogOptions) *slog.Logger { return slog.New(NewLogHandler(w, o)) }
 
 // NewLogHandler returns a JSON handler that adds trace_id/span_id of the span
 // in the context, challenge_id and identity (and source_id if allowed) set by

@@ -125,39 +125,13 @@ func TestLogRedaction(t *testing.T) {
 	}
 }
 
-func TestLogOptionsFromEnv(t *testing.T) {
-	tests := []struct {
-		level   string
-		want    slog.Level
-		wantErr bool
-	}{
-		{"", slog.LevelInfo, false},
-		{"debug", slog.LevelDebug, false},
-		{"WARN", slog.LevelWarn, false},
-		{"error", slog.LevelError, false},
-		{"loud", slog.LevelInfo, true},
+// The level of LogOptions filters records (config.Process parses LOG_LEVEL).
+func TestLogLevelFilters(t *testing.T) {
+	var buf bytes.Buffer
+	l := NewLogger(&buf, LogOptions{Level: slog.LevelWarn})
+	l.Info("hidden")
+	l.Warn("shown")
+	if strings.Contains(buf.String(), "hidden") || !strings.Contains(buf.String(), "shown") {
+		t.Fatalf("output %q", buf.String())
 	}
-	for _, tt := range tests {
-		t.Run(tt.level, func(t *testing.T) {
-			t.Setenv(EnvLogLevel, tt.level)
-			o, err := LogOptionsFromEnv()
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err %v", err)
-			}
-			if o.Level.Level() != tt.want {
-				t.Fatalf("level %v, want %v", o.Level, tt.want)
-			}
-		})
-	}
-	t.Run("level filters", func(t *testing.T) {
-		t.Setenv(EnvLogLevel, "warn")
-		var buf bytes.Buffer
-		o, _ := LogOptionsFromEnv()
-		l := slog.New(NewLogHandler(&buf, o))
-		l.Info("hidden")
-		l.Warn("shown")
-		if strings.Contains(buf.String(), "hidden") || !strings.Contains(buf.String(), "shown") {
-			t.Fatalf("output %q", buf.String())
-		}
-	})
 }

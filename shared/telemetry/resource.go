@@ -21,7 +21,7 @@ const AttrKnativeConfiguration = attribute.Key("knative.configuration.name")
 // from K_SERVICE/K_REVISION), then the GCP detector when enabled, then
 // OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES. A unique service.instance.id
 // matters: cumulative series from two instances of one service must not merge.
-func buildResource(ctx context.Context, serviceName, version string, getenv func(string) string, log *slog.Logger) *resource.Resource {
+func buildResource(ctx context.Context, serviceName, version string, getenv func(string) string, gcpDetector bool, log *slog.Logger) *resource.Resource {
 	id := uuid.NewString()
 	attrs := []attribute.KeyValue{
 		semconv.ServiceName(serviceName),
@@ -41,7 +41,7 @@ func buildResource(ctx context.Context, serviceName, version string, getenv func
 	}
 
 	opts := []resource.Option{resource.WithAttributes(attrs...)}
-	if parseBool(getenv(EnvGCPDetector)) {
+	if gcpDetector {
 		// Not keyed on K_SERVICE: Knative sets it too, and off GCP the detector
 		// probes the metadata server.
 		opts = append(opts, resource.WithDetectors(gcp.NewDetector()))

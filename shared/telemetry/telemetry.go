@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,16 +36,7 @@ import (
 // ScopeName is the instrumentation scope of every span and instrument of challfn.
 const ScopeName = "github.com/challfn/challfn"
 
-// Environment variables read by this package besides the standard OTEL_* ones.
-const (
-	// EnvFlushTimeout bounds the flush done before each response (Go duration, default 2s).
-	EnvFlushTimeout = "CHALLFN_TELEMETRY_FLUSH_TIMEOUT"
-	// EnvGCPDetector enables the GCP resource detector ("true"). Off by default
-	// because it probes the metadata server (169.254.169.254) to find out.
-	EnvGCPDetector = "CHALLFN_GCP_DETECTOR"
-)
-
-// DefaultFlushTimeout bounds Flush when neither an option nor EnvFlushTimeout says otherwise.
+// DefaultFlushTimeout bounds Flush unless WithFlushTimeout says otherwise.
 const DefaultFlushTimeout = 2 * time.Second
 
 // While degraded (after a failed flush, for degradedPeriod), flushes are
@@ -90,6 +80,7 @@ type options struct {
 	flushTimeout time.Duration
 	logger       *slog.Logger
 	noGlobal     bool
+	gcpDetector  bool
 	getenv       func(string) string
 }
 
@@ -105,9 +96,16 @@ func WithMetricReader(r sdkmetric.Reader) Option {
 	return func(o *options) { o.metricReader = r }
 }
 
-// WithFlushTimeout bounds every Flush (overrides EnvFlushTimeout).
+// WithFlushTimeout bounds every Flush (default DefaultFlushTimeout).
 func WithFlushTimeout(d time.Duration) Option {
 	return func(o *options) { o.flushTimeout = d }
+}
+
+// WithGCPDetector describes the instance with the GCP resource detector too.
+// Off by default because it probes the metadata server (169.254.169.254) to
+// find out whether it runs on GCP.
+func WithGCPDetector(on bool) Option {
+	return func(o *options) { o.gcpDetector = on }
 }
 
 // WithLogger is where flush and export errors are reported (default slog.Default()).
@@ -137,18 +135,19 @@ func Setup(ctx context.Context, serviceName, version string, opts ...Option) (*T
 	if o.logger == nil {
 		o.logger = slog.Default()
 	}
-	flushTimeout, err := resolveFlushTimeout(o)
-	if err != nil {
-		return nil, err
+	flushTimeout := o.flushTimeout
+	if flushTimeout <= 0 {
+		flushTimeout = DefaultFlushTimeout
 	}
 
 	t := &Telemetry{flushTimeout: flushTimeout, log: o.logger}
+	var err error
 	sdkDisabled := strings.EqualFold(strings.TrimSpace(o.getenv("OTEL_SDK_DISABLED")), "true")
 	tracesOn := o.spanExporter != nil || (!sdkDisabled && exporterWanted(o.getenv, "TRACES"))
 	metricsOn := o.metricReader != nil || (!sdkDisabled && exporterWanted(o.getenv, "METRICS"))
 
 	if tracesOn || metricsOn {
-		t.res = buildResource(ctx, serviceName, version, o.getenv, o.logger)
+		t.res = buildResource(ctx, serviceName, version, o.getenv, o.gcpDetector, o.logger)
 	}
 
 	t.tp = idOnlyTracerProvider()
@@ -218,20 +217,6 @@ func exporterWanted(getenv func(string) string, signal string) bool {
 		return false
 	}
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_"+signal+"_ENDPOINT") != ""
-}
-
-func resolveFlushTimeout(o options) (time.Duration, error) {
-	if o.flushTimeout > 0 {
-		return o.flushTimeout, nil
-	}
-	if v := o.getenv(EnvFlushTimeout); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return 0, fmt.Errorf("telemetry: %s=%q: want a positive Go duration", EnvFlushTimeout, v)
-		}
-		return d, nil
-	}
-	return DefaultFlushTimeout, nil
 }
 
 // Disabled returns a Telemetry with no-op providers: spans keep the incoming
@@ -387,8 +372,3 @@ func setContextAttrs(ctx context.Context, span trace.Span) {
 
 // Metrics returns Default()'s instruments.
 func Metrics() *Instruments { return Default().metrics }
-
-func parseBool(v string) bool {
-	b, _ := strconv.ParseBool(strings.TrimSpace(v))
-	return b
-}
