@@ -1,12 +1,3 @@
-// Package telemetry sets up OpenTelemetry for one function instance: tracer and
-// meter providers exporting over OTLP/HTTP, the resource naming the function,
-// W3C propagation (HTTP headers and the CloudEvents tracing extension), the
-// flush before every response, the shutdown on SIGTERM, the metric
-// instruments, and the JSON slog handler.
-//
-// Configuration comes from the standard OTEL_* variables. Without an OTLP
-// endpoint the providers are no-ops and the middleware only propagates the
-// incoming trace context, so telemetry costs nothing measurable.
 package telemetry
 
 import (
@@ -21,7 +12,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/metric"
@@ -283,92 +273,3 @@ func (t *Telemetry) Resource() *resource.Resource { return t.res }
 
 // FlushTimeout is the bound applied by Flush.
 func (t *Telemetry) FlushTimeout() time.Duration { return t.flushTimeout }
-
-// Flush exports pending spans and the current metrics, waiting at most the
-// flush timeout (less if ctx ends sooner). Errors are logged, never returned:
-// a failing collector must not fail a request. After a failure, flushes wait
-// at most 100 ms for the next 30 s, so an unreachable collector costs each
-// request little; the first success restores the full timeout. Both providers
-// flush in parallel; Flush returns only when both are done.
-func (t *Telemetry) Flush(ctx context.Context) {
-	if t.sdkTP == nil && t.sdkMP == nil {
-		return
-	}
-	timeout := t.flushTimeout
-	degraded := time.Now().UnixNano() < t.degradedUntil.Load()
-	if degraded && timeout > degradedFlushTimeout {
-		timeout = degradedFlushTimeout
-	}
-	// The request may already be cancelled (client gone): the export must still
-	// be attempted, within its own bound.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	var wg sync.WaitGroup
-	var terr, merr error
-	if t.sdkTP != nil {
-		wg.Go(func() { terr = t.sdkTP.ForceFlush(ctx) })
-	}
-	if t.sdkMP != nil {
-		wg.Go(func() { merr = t.sdkMP.ForceFlush(ctx) })
-	}
-	wg.Wait()
-	if err := errors.Join(terr, merr); err != nil {
-		t.degradedUntil.Store(time.Now().Add(degradedPeriod).UnixNano())
-		if !degraded { // once per outage, not once per request
-			t.log.WarnContext(ctx, "telemetry flush failed; shortening flush waits for a while", slog.String("error", err.Error()))
-		}
-		return
-	}
-	if degraded {
-		t.degradedUntil.Store(0)
-		t.log.InfoContext(ctx, "telemetry flush recovered")
-	}
-}
-
-// Degraded reports whether a recent flush failed (flushes are then shortened).
-func (t *Telemetry) Degraded() bool { return time.Now().UnixNano() < t.degradedUntil.Load() }
-
-// Shutdown flushes and stops both providers; later calls return the first result.
-func (t *Telemetry) Shutdown(ctx context.Context) error {
-	t.shutdownOnce.Do(func() {
-		var errs []error
-		if t.sdkTP != nil {
-			if err := t.sdkTP.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("telemetry: tracer provider shutdown: %w", err))
-			}
-		}
-		if t.sdkMP != nil {
-			if err := t.sdkMP.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("telemetry: meter provider shutdown: %w", err))
-			}
-		}
-		t.shutdownErr = errors.Join(errs...)
-	})
-	return t.shutdownErr
-}
-
-// Start starts a span with challfn's tracer; a convenience for business code.
-// The challenge id and identity recorded in ctx (WithChallenge, WithIdentity)
-// become attributes of the span, so every step of a request can be found by
-// them, not only the span that was current when they were set.
-func Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	ctx, span := Default().tracer.Start(ctx, name, opts...)
-	if span.IsRecording() {
-		setContextAttrs(ctx, span)
-	}
-	return ctx, span
-}
-
-// setContextAttrs copies the ids of ctx onto span (never the source id: it
-// names a player, see EnvLogSourceID).
-func setContextAttrs(ctx context.Context, span trace.Span) {
-	if v := ChallengeFrom(ctx); v != "" {
-		span.SetAttributes(attribute.String(LogChallengeID, v))
-	}
-	if v := IdentityFrom(ctx); v != "" {
-		span.SetAttributes(attribute.String(LogIdentity, v))
-	}
-}
-
-// Metrics returns Default()'s instruments.
-func Metrics() *Instruments { return Default().metrics }
