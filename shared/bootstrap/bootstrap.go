@@ -142,7 +142,10 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		Events:    sender,
 		Source:    "//challfn/" + function,
 		Debug:     cfg.Debug,
-		Log:       log,
+		// A PATCH or DELETE waits for its instance work as long as one
+		// engine operation may take, within the request timeout.
+		UpdateWait: cfg.DeployTimeout,
+		Log:        log,
 		Limits: api.Limits{PoolMin: cfg.PoolMinLimit, PoolMax: cfg.PoolMaxLimit,
 			AdditionalBytes: int(cfg.AdditionalMaxBytes)},
 	})

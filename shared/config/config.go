@@ -58,6 +58,13 @@ type Config struct {
 // plugins half of the time.
 func DefaultEngineConcurrency() int64 { return int64(max(2, 2*runtime.GOMAXPROCS(0))) }
 
+// DefaultDeployTimeout is DEPLOY_TIMEOUT's default, the longest one engine
+// operation runs and the longest a PATCH or DELETE of a challenge waits for
+// the instance work it started: under the 600 s request timeout of Knative, of
+// Cloud Run as deployed here and of the CTFd plugin, with a minute left to
+// answer. shared/iac and shared/manager use it when not told otherwise.
+const DefaultDeployTimeout = 540 * time.Second
+
 // Getenv is the source of variables; os.Getenv in production, a map in tests.
 type Getenv func(string) string
 
@@ -99,7 +106,7 @@ func Load(env Getenv) (Config, error) {
 	c.APITokens = list(strings.ReplaceAll(tokens, "\n", ","))
 
 	c.LockTTL, errs = duration(env, "LOCK_TTL", 10*time.Second, errs)
-	c.DeployTimeout, errs = duration(env, "DEPLOY_TIMEOUT", 540*time.Second, errs)
+	c.DeployTimeout, errs = duration(env, "DEPLOY_TIMEOUT", DefaultDeployTimeout, errs)
 	c.EngineConcurrency, errs = integer(env, "ENGINE_CONCURRENCY", DefaultEngineConcurrency(), errs)
 	c.OrphanGrace, errs = duration(env, "JANITOR_ORPHAN_GRACE", 10*time.Minute, errs)
 	c.OCIInsecure, errs = boolean(env, "OCI_INSECURE", errs)

@@ -18,7 +18,8 @@ import (
 //
 // Every read has a deadline: the headers within 10 s, the body within the
 // time api.DecodeBody gives it, an idle connection closed after 2 minutes.
-// There is no write deadline: a PATCH may wait for its updates for 540 s.
+// There is no write deadline: a PATCH may wait for its updates for
+// DEPLOY_TIMEOUT (config.DefaultDeployTimeout).
 // Serve it with Serve, so that the answers Go's server gives by itself are in
 // the contract's shape too.
 func Server(h http.Handler) *http.Server {

@@ -21,11 +21,8 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/constant"
 
 	"github.com/challfn/challfn/shared/bucketurl"
+	"github.com/challfn/challfn/shared/config"
 )
-
-// DefaultOpTimeout bounds one engine operation when Config.OpTimeout is zero; it stays
-// under the 600 s request timeout of the functions (docs/ARCHITECTURE.md, DEPLOY_TIMEOUT).
-const DefaultOpTimeout = 540 * time.Second
 
 // Config configures an Engine.
 type Config struct {
@@ -41,7 +38,7 @@ type Config struct {
 	// environment (KUBECONFIG and the like reach the program either way).
 	Env []string
 	// OpTimeout bounds each engine operation (up, destroy, preview, ...). Default
-	// DefaultOpTimeout. On expiry the engine is interrupted, then killed 10 s later (the
+	// config.DefaultDeployTimeout. On expiry the engine is interrupted, then killed 10 s later (the
 	// Automation API's PulumiCommand.Run does both).
 	OpTimeout time.Duration
 	// TempDir is where per-operation work directories are made; default os.TempDir().
@@ -110,7 +107,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	if cfg.OpTimeout <= 0 {
-		cfg.OpTimeout = DefaultOpTimeout
+		cfg.OpTimeout = config.DefaultDeployTimeout
 	}
 	if cfg.TempDir == "" {
 		cfg.TempDir = os.TempDir()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/challfn/challfn/shared/api"
+	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/lock"
 )
 
@@ -29,7 +30,7 @@ type Options struct {
 	// Source is the CloudEvents source of the events this manager sends.
 	Source string
 	// UpdateWait bounds how long UpdateChallenge and DeleteChallenge wait for
-	// the instance work they fanned out (0 = DefaultUpdateWait).
+	// the instance work they fanned out (0 = config.DefaultDeployTimeout).
 	UpdateWait time.Duration
 	// Debug puts engine error summaries into API error messages.
 	Debug bool
@@ -38,10 +39,6 @@ type Options struct {
 	Log    *slog.Logger
 	Now    func() time.Time
 }
-
-// DefaultUpdateWait keeps a PATCH/DELETE under the 600 s request timeout of
-// Knative and of the CTFd plugin.
-const DefaultUpdateWait = 540 * time.Second
 
 // Manager implements the REST operations and the event handlers.
 type Manager struct {
@@ -61,7 +58,7 @@ func New(o Options) *Manager {
 		o.Log = slog.Default()
 	}
 	if o.UpdateWait <= 0 {
-		o.UpdateWait = DefaultUpdateWait
+		o.UpdateWait = config.DefaultDeployTimeout
 	}
 	if o.Source == "" {
 		o.Source = "//challfn/manager"
