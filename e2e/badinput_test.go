@@ -25,7 +25,7 @@ func TestBadInput(t *testing.T) {
 		{"/api/v1/challenge", `{"id":"bad","scenario":"` + ref + `","timeout":"600s","min":"0","max":"3"}`},
 		{"/api/v1/instance", `{"challengeId":"bad","sourceId":"s1"}`},
 	} {
-		if r := ctDo(t, u, "POST", c.path, c.body); r.Status != 200 {
+		if r := do(t, u, "POST", c.path, c.body); r.Status != 200 {
 			t.Fatalf("setup %s: %d %s", c.path, r.Status, r.Body)
 		}
 	}
@@ -163,7 +163,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatal("no records to protect")
 	}
 	for _, c := range cases {
-		r := ctDo(t, u, c.method, c.path, c.body)
+		r := do(t, u, c.method, c.path, c.body)
 		ctBadCheck(t, c.name, r, c.status, c.want)
 	}
 	// The same oversized body without Content-Length (chunked): found while
@@ -176,13 +176,13 @@ func TestBadInput(t *testing.T) {
 		if req.ContentLength != 0 {
 			t.Fatal("the request has a length: it would not be chunked")
 		}
-		resp, err := ctClient.Do(req)
+		resp, err := httpClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		ctBadCheck(t, "chunked over cap "+path, ctResp{resp.StatusCode, resp.Header, b}, 400, tooLarge)
+		ctBadCheck(t, "chunked over cap "+path, reply{Status: resp.StatusCode, Header: resp.Header, Body: b}, 400, tooLarge)
 	}
 	// Paths as sent, never cleaned into an HTML redirect: dot segments and
 	// empty ones are ids the routes refuse, or no route, in the contract's shape.
@@ -209,17 +209,17 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("bad input changed stored data:\nbefore %v\nafter  %v", before, after)
 	}
 	// The records are still served as before.
-	if r := ctDo(t, u, "GET", "/api/v1/instance/bad/s1", ""); r.Status != 200 {
+	if r := do(t, u, "GET", "/api/v1/instance/bad/s1", ""); r.Status != 200 {
 		t.Errorf("instance after bad input: %d %s", r.Status, r.Body)
 	}
-	ctExpect(t, "delete", ctDo(t, u, "DELETE", "/api/v1/challenge/bad", ""), 200, `{}`)
+	ctExpect(t, "delete", do(t, u, "DELETE", "/api/v1/challenge/bad", ""), 200, `{}`)
 	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
 	}
 }
 
-func ctBadCheck(t *testing.T, name string, r ctResp, status int, want string) {
+func ctBadCheck(t *testing.T, name string, r reply, status int, want string) {
 	t.Helper()
 	if r.Status < 400 || r.Status >= 500 || status != 0 && r.Status != status {
 		t.Errorf("%s: status %d (want %d): %s", name, r.Status, status, r.Body)
@@ -243,7 +243,7 @@ func ctBadCheck(t *testing.T, name string, r ctResp, status int, want string) {
 
 // ctDoRaw sends "METHOD target" as written on the wire (Go's client would
 // refuse or clean such a target) and reads the answer.
-func ctDoRaw(t *testing.T, base, requestLine string) ctResp {
+func ctDoRaw(t *testing.T, base, requestLine string) reply {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
@@ -257,5 +257,5 @@ func ctDoRaw(t *testing.T, base, requestLine string) ctResp {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return ctResp{resp.StatusCode, resp.Header, b}
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }

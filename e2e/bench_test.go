@@ -67,7 +67,7 @@ const (
 func ctBenchFixture(b *testing.B) *testenv.Env {
 	env := testenv.Start(b, testenv.Options{})
 	ref := env.Scenario(b, "outputs")
-	if r := ctDo(b, env.URL, "POST", "/api/v1/challenge", `{"id":"c000","scenario":"`+ref+`","timeout":"3600s"}`); r.Status != 200 {
+	if r := do(b, env.URL, "POST", "/api/v1/challenge", `{"id":"c000","scenario":"`+ref+`","timeout":"3600s"}`); r.Status != 200 {
 		b.Fatalf("challenge: %d %s", r.Status, r.Body)
 	}
 	ctx := context.Background()
@@ -118,7 +118,7 @@ func BenchmarkContractReads(b *testing.B) {
 	env := ctBenchFixture(b)
 	get := func(b *testing.B, lat *ctLatencies, path string, check func([]byte)) {
 		start := time.Now()
-		r := ctDo(b, env.URL, "GET", path, "")
+		r := do(b, env.URL, "GET", path, "")
 		lat.add(time.Since(start))
 		if r.Status != 200 {
 			b.Fatalf("GET %s: %d %s", path, r.Status, r.Body)
@@ -225,7 +225,7 @@ func BenchmarkConcurrentCreates(b *testing.B) {
 	const sources = 50
 	env := testenv.Start(b, testenv.Options{})
 	ref := env.Scenario(b, "outputs")
-	if r := ctDo(b, env.URL, "POST", "/api/v1/challenge", `{"id":"many","scenario":"`+ref+`","timeout":"3600s"}`); r.Status != 200 {
+	if r := do(b, env.URL, "POST", "/api/v1/challenge", `{"id":"many","scenario":"`+ref+`","timeout":"3600s"}`); r.Status != 200 {
 		b.Fatalf("challenge: %d %s", r.Status, r.Body)
 	}
 	var lat ctLatencies
@@ -237,7 +237,7 @@ func BenchmarkConcurrentCreates(b *testing.B) {
 		for s := range sources {
 			wg.Go(func() {
 				t0 := time.Now()
-				r := ctDo(b, env.URL, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"many","sourceId":"r%d-s%d"}`, round, s))
+				r := do(b, env.URL, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"many","sourceId":"r%d-s%d"}`, round, s))
 				lat.add(time.Since(t0))
 				if r.Status != 200 {
 					b.Errorf("create %d: %d %s", s, r.Status, r.Body)

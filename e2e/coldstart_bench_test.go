@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"testing"
 	"time"
 
@@ -21,9 +20,7 @@ import (
 func BenchmarkColdInstanceDeploy(b *testing.B) {
 	env := testenv.Start(b, testenv.Options{Events: testenv.Inline})
 	ref := env.Scenario(b, "outputs")
-	if code, body := env.Do(b, "POST", "/api/v1/challenge", `{"id":"cold","scenario":"`+ref+`"}`); code != 200 {
-		b.Fatalf("create challenge: %d %s", code, body)
-	}
+	must(b, env.URL, "POST", "/api/v1/challenge", `{"id":"cold","scenario":"`+ref+`"}`, 200)
 	c, err := env.App.Store.GetChallenge(context.Background(), "cold")
 	if err != nil {
 		b.Fatal(err)
@@ -56,18 +53,7 @@ func BenchmarkColdInstanceDeploy(b *testing.B) {
 		app.Close()
 		b.StartTimer()
 	}
-	b.ReportMetric(coldMS(coldMedian(ready)), "ready-ms/op")
-	b.ReportMetric(coldMS(coldMedian(up)), "up-ms/op")
-	b.Logf("cold instance: ready (etcd + engine + scenario download) median %s, up median %s, n=%d", coldMedian(ready), coldMedian(up), len(up))
+	b.ReportMetric(ms(median(ready)), "ready-ms/op")
+	b.ReportMetric(ms(median(up)), "up-ms/op")
+	b.Logf("cold instance: ready (etcd + engine + scenario download) median %s, up median %s, n=%d", median(ready), median(up), len(up))
 }
-
-func coldMedian(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
-}
-
-func coldMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -23,45 +21,6 @@ import (
 
 // Helpers of the contract, races, bad-input and CTFd tests. Names start with
 // "ct" so they never collide with other test files of the package.
-
-// ctResp is one HTTP answer.
-type ctResp struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-// ctDo sends a request to base+path; body "" sends none.
-func ctDo(t testing.TB, base, method, path, body string, hdr ...string) ctResp {
-	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, base+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := ctClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return ctResp{resp.StatusCode, resp.Header, b}
-}
-
-// ctClient never follows redirects: a redirect is an answer to check.
-var ctClient = &http.Client{
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	Transport:     &http.Transport{MaxIdleConnsPerHost: 64},
-}
 
 // ctDecode parses a JSON body as generic values (numbers kept exact).
 func ctDecode(t testing.TB, b []byte) any {
@@ -105,7 +64,7 @@ func ctSame(t testing.TB, what string, got []byte, want string) {
 }
 
 // ctExpect checks a status and a golden body.
-func ctExpect(t testing.TB, what string, r ctResp, status int, want string) {
+func ctExpect(t testing.TB, what string, r reply, status int, want string) {
 	t.Helper()
 	if r.Status != status {
 		t.Errorf("%s: status %d, want %d (body %s)", what, r.Status, status, r.Body)
@@ -120,7 +79,7 @@ func ctExpect(t testing.TB, what string, r ctResp, status int, want string) {
 // ctErrShape checks what the CTFd plugin's exception builder needs of every
 // error: a JSON object with a numeric code, a string message and a details
 // array. It returns the parsed body.
-func ctErrShape(t testing.TB, what string, r ctResp) map[string]any {
+func ctErrShape(t testing.TB, what string, r reply) map[string]any {
 	t.Helper()
 	m := ctObj(t, r.Body)
 	if _, ok := m["code"].(json.Number); !ok {

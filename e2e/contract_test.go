@@ -54,13 +54,13 @@ func TestContractLifecycle(t *testing.T) {
 	u := env.URL
 
 	// Create and retrieve the challenge: the request echoed, EmitUnpopulated.
-	r := ctDo(t, u, "POST", "/api/v1/challenge", `{"id":"life","scenario":"`+add+`","timeout":"600s","additional":{"k":"v"},"unknownField":true}`)
+	r := do(t, u, "POST", "/api/v1/challenge", `{"id":"life","scenario":"`+add+`","timeout":"600s","additional":{"k":"v"},"unknownField":true}`)
 	wantChall := `{"id":"life","scenario":"` + add + `","timeout":"600s","until":null,"instances":[],"additional":{"k":"v"},"min":"0","max":"0"}`
 	ctExpect(t, "create challenge", r, 200, wantChall)
-	ctExpect(t, "retrieve challenge", ctDo(t, u, "GET", "/api/v1/challenge/life", ""), 200, wantChall)
+	ctExpect(t, "retrieve challenge", do(t, u, "GET", "/api/v1/challenge/life", ""), 200, wantChall)
 
 	// Create the instance: `flag` present because the scenario gives one flag.
-	r = ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"life","sourceId":"s1"}`)
+	r = do(t, u, "POST", "/api/v1/instance", `{"challengeId":"life","sourceId":"s1"}`)
 	if r.Status != 200 {
 		t.Fatalf("create instance: %d %s", r.Status, r.Body)
 	}
@@ -77,21 +77,21 @@ func TestContractLifecycle(t *testing.T) {
 	if s := env.Stacks(t); !slices.Equal(s, []string{"additional/" + id}) {
 		t.Errorf("stacks after create: %v", s)
 	}
-	ctExpect(t, "retrieve instance", ctDo(t, u, "GET", "/api/v1/instance/life/s1", ""), 200, want)
+	ctExpect(t, "retrieve instance", do(t, u, "GET", "/api/v1/instance/life/s1", ""), 200, want)
 
 	// Query the challenges: NDJSON, one {"result":…} line per challenge.
-	r = ctDo(t, u, "GET", "/api/v1/challenge", "")
+	r = do(t, u, "GET", "/api/v1/challenge", "")
 	res := ctResults(t, r.Body)
 	if r.Status != 200 || len(res) != 1 || r.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("query challenges: %d %q %s", r.Status, r.Header.Get("Content-Type"), r.Body)
 	}
 	ctSame(t, "query challenges", res[0], strings.Replace(wantChall, `"instances":[]`, `"instances":[`+want+`]`, 1))
-	ctExpect(t, "retrieve challenge with instance", ctDo(t, u, "GET", "/api/v1/challenge/life", ""), 200,
+	ctExpect(t, "retrieve challenge with instance", do(t, u, "GET", "/api/v1/challenge/life", ""), 200,
 		strings.Replace(wantChall, `"instances":[]`, `"instances":[`+want+`]`, 1))
 
 	// Query the instances of a source, both spellings; another source: empty body.
 	for _, q := range []string{"sourceId=s1", "source_id=s1", "source_id=s1&unknown=3"} {
-		r = ctDo(t, u, "GET", "/api/v1/instance?"+q, "")
+		r = do(t, u, "GET", "/api/v1/instance?"+q, "")
 		res := ctResults(t, r.Body)
 		if r.Status != 200 || len(res) != 1 {
 			t.Fatalf("query %s: %d %s", q, r.Status, r.Body)
@@ -99,7 +99,7 @@ func TestContractLifecycle(t *testing.T) {
 		ctSame(t, "query "+q, res[0], want)
 	}
 	for _, q := range []string{"?sourceId=nobody", "", "?sourceId="} {
-		r = ctDo(t, u, "GET", "/api/v1/instance"+q, "")
+		r = do(t, u, "GET", "/api/v1/instance"+q, "")
 		if r.Status != 200 || len(r.Body) != 0 || r.Header.Get("Content-Type") != "" {
 			t.Errorf("query %q: %d %q %v, want 200, an empty body and no Content-Type", q, r.Status, r.Body, r.Header)
 		}
@@ -107,7 +107,7 @@ func TestContractLifecycle(t *testing.T) {
 
 	// Renew: lastRenew and until move, since does not; no additional (docs/contract.md §4.9).
 	time.Sleep(10 * time.Millisecond)
-	r = ctDo(t, u, "PATCH", "/api/v1/instance/life/s1", `{}`)
+	r = do(t, u, "PATCH", "/api/v1/instance/life/s1", `{}`)
 	if r.Status != 200 {
 		t.Fatalf("renew: %d %s", r.Status, r.Body)
 	}
@@ -120,7 +120,7 @@ func TestContractLifecycle(t *testing.T) {
 	// An instance with its own additional values: the scenario gets the
 	// challenge's map overlaid by the instance's, the API shows the
 	// instance's only (docs/contract.md §4.15), and a renewal shows none (§4.9).
-	r = ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"life","sourceId":"s2","additional":{"k":"mine","i":"x"}}`)
+	r = do(t, u, "POST", "/api/v1/instance", `{"challengeId":"life","sourceId":"s2","additional":{"k":"mine","i":"x"}}`)
 	if r.Status != 200 {
 		t.Fatalf("create instance with additional: %d %s", r.Status, r.Body)
 	}
@@ -128,19 +128,19 @@ func TestContractLifecycle(t *testing.T) {
 	id2, _, _ := strings.Cut(in2.Conn, "?")
 	ctSame(t, "instance with additional", r.Body, ctInstanceJSON("life", "s2", in2.Since, in2.Since, in2.Until,
 		id2+"?i=x&k=mine", []string{"CTF{" + id2 + "}"}, map[string]string{"k": "mine", "i": "x"}))
-	r = ctDo(t, u, "PATCH", "/api/v1/instance/life/s2", ``)
+	r = do(t, u, "PATCH", "/api/v1/instance/life/s2", ``)
 	if r.Status != 200 {
 		t.Fatalf("renew with an empty body: %d %s", r.Status, r.Body)
 	}
 	rn2 := ctParseInstance(t, r.Body)
 	ctSame(t, "renew of an instance with additional", r.Body, ctInstanceJSON("life", "s2", in2.Since, rn2.LastRenew, rn2.Until,
 		id2+"?i=x&k=mine", []string{"CTF{" + id2 + "}"}, nil))
-	ctExpect(t, "delete s2", ctDo(t, u, "DELETE", "/api/v1/instance/life/s2", ""), 200, `{}`)
+	ctExpect(t, "delete s2", do(t, u, "DELETE", "/api/v1/instance/life/s2", ""), 200, `{}`)
 
 	// Masked updates. Every update recomputes until from now (docs/contract.md §4.4 step 8).
 	patch := func(what, body string) (ctInstance, map[string]any) {
 		t.Helper()
-		r := ctDo(t, u, "PATCH", "/api/v1/challenge/life", body)
+		r := do(t, u, "PATCH", "/api/v1/challenge/life", body)
 		if r.Status != 200 {
 			t.Fatalf("%s: %d %s", what, r.Status, r.Body)
 		}
@@ -151,7 +151,7 @@ func TestContractLifecycle(t *testing.T) {
 		}
 		b, _ := json.Marshal(ins[0])
 		got := ctParseInstance(t, b)
-		ret := ctParseInstance(t, ctDo(t, u, "GET", "/api/v1/instance/life/s1", "").Body)
+		ret := ctParseInstance(t, do(t, u, "GET", "/api/v1/instance/life/s1", "").Body)
 		if !slices.Equal(got.Flags, ret.Flags) || got.Conn != ret.Conn || (got.Until == nil) != (ret.Until == nil) {
 			t.Errorf("%s: response instance %s differs from stored %v", what, b, ret.Raw)
 		}
@@ -217,17 +217,17 @@ func TestContractLifecycle(t *testing.T) {
 	}
 
 	// Delete the instance, then the challenge: `{}` each, nothing left.
-	ctExpect(t, "delete instance", ctDo(t, u, "DELETE", "/api/v1/instance/life/s1", ""), 200, `{}`)
-	ctExpect(t, "retrieve deleted instance", ctDo(t, u, "GET", "/api/v1/instance/life/s1", ""), 404, ctInstanceNotFound("life", "s1"))
-	if r := ctDo(t, u, "GET", "/api/v1/instance?sourceId=s1", ""); r.Status != 200 || len(r.Body) != 0 {
+	ctExpect(t, "delete instance", do(t, u, "DELETE", "/api/v1/instance/life/s1", ""), 200, `{}`)
+	ctExpect(t, "retrieve deleted instance", do(t, u, "GET", "/api/v1/instance/life/s1", ""), 404, ctInstanceNotFound("life", "s1"))
+	if r := do(t, u, "GET", "/api/v1/instance?sourceId=s1", ""); r.Status != 200 || len(r.Body) != 0 {
 		t.Errorf("query after delete: %d %s", r.Status, r.Body)
 	}
 	if s := env.Stacks(t); len(s) != 0 {
 		t.Errorf("stacks after instance delete: %v", s)
 	}
-	ctExpect(t, "delete challenge", ctDo(t, u, "DELETE", "/api/v1/challenge/life", ""), 200, `{}`)
-	ctExpect(t, "retrieve deleted challenge", ctDo(t, u, "GET", "/api/v1/challenge/life", ""), 404, ctChallengeNotFound("life"))
-	if r := ctDo(t, u, "GET", "/api/v1/challenge", ""); r.Status != 200 || len(r.Body) != 0 {
+	ctExpect(t, "delete challenge", do(t, u, "DELETE", "/api/v1/challenge/life", ""), 200, `{}`)
+	ctExpect(t, "retrieve deleted challenge", do(t, u, "GET", "/api/v1/challenge/life", ""), 404, ctChallengeNotFound("life"))
+	if r := do(t, u, "GET", "/api/v1/challenge", ""); r.Status != 200 || len(r.Body) != 0 {
 		t.Errorf("query challenges after delete: %d %q", r.Status, r.Body)
 	}
 	env.Wait()
@@ -250,7 +250,7 @@ func TestContractErrors(t *testing.T) {
 
 	mustOK := func(what, method, path, body string) []byte {
 		t.Helper()
-		r := ctDo(t, u, method, path, body)
+		r := do(t, u, method, path, body)
 		if r.Status != 200 {
 			t.Fatalf("%s: %d %s", what, r.Status, r.Body)
 		}
@@ -278,7 +278,7 @@ func TestContractErrors(t *testing.T) {
 		t.Helper()
 		for _, c := range cases {
 			before := ctSnapshot(t, env)
-			r := ctDo(t, u, c.method, c.path, c.body)
+			r := do(t, u, c.method, c.path, c.body)
 			ctExpect(t, c.name, r, c.status, c.want)
 			if after := ctSnapshot(t, env); !ctMapsEqual(before, after) {
 				t.Errorf("%s changed stored data:\nbefore %v\nafter  %v", c.name, before, after)
@@ -349,7 +349,7 @@ func TestContractErrors(t *testing.T) {
 		{"empty ref", "POST", "/api/v1/challenge", `{"id":"e9"}`, ""},
 	} {
 		before := ctSnapshot(t, env)
-		r := ctDo(t, u, c.method, c.path, c.body)
+		r := do(t, u, c.method, c.path, c.body)
 		m := ctErrShape(t, c.name, r)
 		desc := ""
 		if ds, _ := m["details"].([]any); len(ds) > 1 {
@@ -369,7 +369,7 @@ func TestContractErrors(t *testing.T) {
 		{"failing preview on update", "PATCH", "/api/v1/challenge/e1", `{"scenario":"` + failing + `","updateMask":"scenario"}`},
 	} {
 		before := ctSnapshot(t, env)
-		r := ctDo(t, u, c.method, c.path, c.body)
+		r := do(t, u, c.method, c.path, c.body)
 		m := ctErrShape(t, c.name, r)
 		ds, _ := m["details"].([]any)
 		desc := ""
@@ -390,7 +390,7 @@ func TestContractErrors(t *testing.T) {
 
 	// An unknown strategy number is a 400 (upstream panicked), nothing applied.
 	before := ctSnapshot(t, env)
-	r := ctDo(t, u, "PATCH", "/api/v1/challenge/e1", `{"updateStrategy":7,"additional":{"x":"y"},"updateMask":"additional"}`)
+	r := do(t, u, "PATCH", "/api/v1/challenge/e1", `{"updateStrategy":7,"additional":{"x":"y"},"updateMask":"additional"}`)
 	if r.Status != 400 || ctReason(ctErrShape(t, "unknown strategy", r)) != "INVALID_ARGUMENT" {
 		t.Errorf("unknown strategy: %d %s", r.Status, r.Body)
 	}
@@ -411,7 +411,7 @@ func TestContractErrors(t *testing.T) {
 		{"renew after challenge until", "PATCH", "/api/v1/instance/e1/s1", `{}`, 400, ctInstanceExpired("e1", "s1")},
 		{"renew expired instance", "PATCH", "/api/v1/instance/e2/s1", `{}`, 400, ctInstanceExpired("e2", "s1")},
 	})
-	r = ctDo(t, u, "GET", "/api/v1/instance/e1/s1", "")
+	r = do(t, u, "GET", "/api/v1/instance/e1/s1", "")
 	if r.Status != 200 {
 		t.Errorf("retrieve of an expired instance: %d %s", r.Status, r.Body)
 	} else if got := ctParseInstance(t, r.Body); got.Until == nil || ctWire(*got.Until) != "2001-02-03T04:05:06Z" {
@@ -419,13 +419,13 @@ func TestContractErrors(t *testing.T) {
 	}
 
 	// Health.
-	r = ctDo(t, u, "GET", "/healthcheck", "")
+	r = do(t, u, "GET", "/healthcheck", "")
 	if h := ctObj(t, r.Body); r.Status != 200 || h["status"] != "OK" {
 		t.Errorf("healthcheck: %d %s", r.Status, r.Body)
 	}
 
 	for _, id := range []string{"e1", "e2"} {
-		ctExpect(t, "delete "+id, ctDo(t, u, "DELETE", "/api/v1/challenge/"+id, ""), 200, `{}`)
+		ctExpect(t, "delete "+id, do(t, u, "DELETE", "/api/v1/challenge/"+id, ""), 200, `{}`)
 	}
 	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
@@ -455,20 +455,20 @@ func TestContractGoldenExamples(t *testing.T) {
 	// The fully populated Challenge of docs/contract.md §1.3 (an until in the past: no pool
 	// is filled for an expired challenge, so `instances` stays empty).
 	want := `{"id":"1","scenario":"` + ref + `","timeout":"90.500s","until":"2025-01-02T03:04:05.120Z","instances":[],"additional":{"k":"v"},"min":"2","max":"4"}`
-	ctExpect(t, "create", ctDo(t, u, "POST", "/api/v1/challenge",
+	ctExpect(t, "create", do(t, u, "POST", "/api/v1/challenge",
 		`{"id":"1","scenario":"`+ref+`","timeout":"90.5s","until":"2025-01-02T05:04:05.12+02:00","additional":{"k":"v"},"min":"2","max":4}`), 200, want)
-	ctExpect(t, "retrieve", ctDo(t, u, "GET", "/api/v1/challenge/1", ""), 200, want)
+	ctExpect(t, "retrieve", do(t, u, "GET", "/api/v1/challenge/1", ""), 200, want)
 	env.Wait()
 	if k := env.Keys(t); len(k) != 1 {
 		t.Errorf("records of an expired challenge with min 2: %v (no pool expected)", k)
 	}
 	// snake_case input names.
-	ctExpect(t, "snake_case create on expired", ctDo(t, u, "POST", "/api/v1/instance", `{"challenge_id":"1","source_id":"2"}`), 400, ctChallengeExpired("1"))
-	ctExpect(t, "snake_case update", ctDo(t, u, "PATCH", "/api/v1/challenge/1", `{"update_mask":"min,max","min":0,"max":"0","update_strategy":2}`), 200,
+	ctExpect(t, "snake_case create on expired", do(t, u, "POST", "/api/v1/instance", `{"challenge_id":"1","source_id":"2"}`), 400, ctChallengeExpired("1"))
+	ctExpect(t, "snake_case update", do(t, u, "PATCH", "/api/v1/challenge/1", `{"update_mask":"min,max","min":0,"max":"0","update_strategy":2}`), 200,
 		strings.Replace(strings.Replace(want, `"min":"2"`, `"min":"0"`, 1), `"max":"4"`, `"max":"0"`, 1))
-	ctExpect(t, "delete", ctDo(t, u, "DELETE", "/api/v1/challenge/1", ""), 200, `{}`)
+	ctExpect(t, "delete", do(t, u, "DELETE", "/api/v1/challenge/1", ""), 200, `{}`)
 	// The unary error example of docs/contract.md §1.3, verbatim.
-	ctExpect(t, "error example", ctDo(t, u, "GET", "/api/v1/challenge/1", ""), 404,
+	ctExpect(t, "error example", do(t, u, "GET", "/api/v1/challenge/1", ""), 404,
 		`{"code":5,"message":"Challenge not found.","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CHALLENGE_NOT_FOUND","domain":"github.com/ctfer-io/chall-manager","metadata":{"id":"1"}},{"@type":"type.googleapis.com/google.rpc.ResourceInfo","resourceType":"Challenge","resourceName":"1","owner":"","description":"No challenge with this ID was found."}]}`)
 	if k := env.Keys(t); len(k) != 0 {
 		t.Errorf("keys left: %v", k)

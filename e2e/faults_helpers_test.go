@@ -225,52 +225,6 @@ func (p *fltProc) Stop() { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }
 // Cont resumes a frozen process.
 func (p *fltProc) Cont() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }
 
-// fltResp is an answer, or the transport error of a process that died.
-type fltResp struct {
-	Status int
-	Body   []byte
-	Err    error
-}
-
-var fltClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-
-// fltDo sends a request; it never fails the test (callers judge).
-func fltDo(ctx context.Context, base, method, path, body string) fltResp {
-	return fltDoHeaders(ctx, base, method, path, body, nil)
-}
-
-// fltDoHeaders is fltDo with request headers.
-func fltDoHeaders(ctx context.Context, base, method, path, body string, hdr map[string]string) fltResp {
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, r)
-	if err != nil {
-		return fltResp{Err: err}
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := fltClient.Do(req)
-	if err != nil {
-		return fltResp{Err: err}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return fltResp{Status: resp.StatusCode, Body: b, Err: err}
-}
-
-// fltMust sends a request and wants status.
-func fltMust(t testing.TB, base, method, path, body string, status int) []byte {
-	t.Helper()
-	r := fltDo(context.Background(), base, method, path, body)
-	if r.Err != nil || r.Status != status {
-		t.Fatalf("%s %s: %d %v, want %d\n%s", method, path, r.Status, r.Err, status, r.Body)
-	}
-	return r.Body
-}
-
 // fltKeys lists the keys under /challfn/<sub>.
 func fltKeys(t testing.TB, s *fltShared, sub string) []string {
 	t.Helper()
@@ -453,7 +407,7 @@ func fltJanitor(t testing.TB, p *fltProc) {
 	req.Header.Set("Ce-Source", "//challfn/test/scheduler")
 	req.Header.Set("Ce-Type", "dev.knative.sources.ping")
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := fltClient.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatalf("janitor: %v", err)
 	}
@@ -462,16 +416,6 @@ func fltJanitor(t testing.TB, p *fltProc) {
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("janitor: %d %s", resp.StatusCode, b)
 	}
-}
-
-// fltMedian of durations.
-func fltMedian(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // fltPush pushes scenarios/<name> to the shared registry.
@@ -502,7 +446,7 @@ func fltJanitorAsync(p *fltProc) {
 	req.Header.Set("Ce-Source", "//challfn/test/scheduler")
 	req.Header.Set("Ce-Type", "dev.knative.sources.ping")
 	req.Header.Set("Content-Type", "application/json")
-	if resp, err := fltClient.Do(req); err == nil {
+	if resp, err := httpClient.Do(req); err == nil {
 		resp.Body.Close()
 	}
 }

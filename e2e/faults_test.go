@@ -32,7 +32,7 @@ func fltRetry(t testing.TB, base, method, path, body string, want int, since tim
 	deadline := time.Now().Add(timeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		r := fltDo(ctx, base, method, path, body)
+		r := send(ctx, base, method, path, body)
 		cancel()
 		if r.Err == nil && r.Status == want {
 			return time.Since(since), others
@@ -59,15 +59,15 @@ func TestFaultKill(t *testing.T) {
 	ref := fltPush(t, s, "additional")
 	inline := map[string]string{"TESTSERVER_EVENTS": "inline"}
 	b := fltStart(t, s, inline)
-	fltMust(t, b.URL, "POST", "/api/v1/challenge", `{"id":"k","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
+	must(t, b.URL, "POST", "/api/v1/challenge", `{"id":"k","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
 
 	t.Run("during up", func(t *testing.T) {
 		var locks, recov []time.Duration
 		for run := range fltRuns {
 			a := fltStart(t, s, inline)
 			body := fmt.Sprintf(`{"challengeId":"k","sourceId":"up-%d","additional":{"sleep":"3s"}}`, run)
-			res := make(chan fltResp, 1)
-			go func() { res <- fltDo(context.Background(), a.URL, "POST", "/api/v1/instance", body) }()
+			res := make(chan reply, 1)
+			go func() { res <- send(context.Background(), a.URL, "POST", "/api/v1/instance", body) }()
 			fltWaitPulumiLock(t, s, fltPulumiLocks(s), 1, 30*time.Second)
 			time.Sleep(500 * time.Millisecond) // the program runs (sleeps)
 			killed := time.Now()
@@ -91,7 +91,7 @@ func TestFaultKill(t *testing.T) {
 		repair, runs := fltRepair(t, s, b, 60*time.Second)
 		fltAccounted(t, s)
 		t.Logf("FIGURES kill during up: requests failed %d (the killed ones), lock free median %s, retry success median %s; janitor repaired the leaks %s after the last run (%d runs)",
-			fltRuns, fltMedian(locks), fltMedian(recov), repair, runs)
+			fltRuns, median(locks), median(recov), repair, runs)
 	})
 
 	t.Run("during destroy (instance writer lock)", func(t *testing.T) {
@@ -100,12 +100,12 @@ func TestFaultKill(t *testing.T) {
 		var killed time.Time
 		killedAt := make([]time.Time, fltRuns)
 		for run := range fltRuns {
-			fltMust(t, b.URL, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"k","sourceId":"del-%d"}`, run), http.StatusOK)
+			must(t, b.URL, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"k","sourceId":"del-%d"}`, run), http.StatusOK)
 			a := fltStart(t, s, inline)
 			before := fltPulumiLocks(s)
-			res := make(chan fltResp, 1)
+			res := make(chan reply, 1)
 			go func() {
-				res <- fltDo(context.Background(), a.URL, "DELETE", fmt.Sprintf("/api/v1/instance/k/del-%d", run), "")
+				res <- send(context.Background(), a.URL, "DELETE", fmt.Sprintf("/api/v1/instance/k/del-%d", run), "")
 			}()
 			fltWaitPulumiLock(t, s, before, 1, 30*time.Second)
 			killed = time.Now()
@@ -122,7 +122,7 @@ func TestFaultKill(t *testing.T) {
 		for run := range fltRuns {
 			path := fmt.Sprintf("/api/v1/instance/k/del-%d", run)
 			d, others := fltRetry(t, b.URL, "DELETE", path, "", http.StatusOK, killedAt[run], 60*time.Second)
-			if r := fltDo(context.Background(), b.URL, "GET", path, ""); r.Status != http.StatusNotFound {
+			if r := send(context.Background(), b.URL, "GET", path, ""); r.Status != http.StatusNotFound {
 				t.Fatalf("run %d: deleted instance still served: %d %s", run, r.Status, r.Body)
 			}
 			// The dead engine's stack lock is broken at once: the first
@@ -137,20 +137,20 @@ func TestFaultKill(t *testing.T) {
 		fltRepair(t, s, b, 60*time.Second)
 		fltAccounted(t, s)
 		t.Logf("FIGURES kill during destroy: locks free %s after the last kill; the retried DELETEs (one after the other, each destroying its stack) succeed after median %s from their kill, %d retries failed",
-			lockFree, fltMedian(recov), failed)
+			lockFree, median(recov), failed)
 	})
 
 	t.Run("during a blue-green update", func(t *testing.T) {
 		var recov []time.Duration
 		for run := range fltRuns {
 			id := fmt.Sprintf("bg-%d", run)
-			fltMust(t, b.URL, "POST", "/api/v1/challenge", `{"id":"`+id+`","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
-			before := ctParseInstance(t, fltMust(t, b.URL, "POST", "/api/v1/instance", `{"challengeId":"`+id+`","sourceId":"p"}`, http.StatusOK))
+			must(t, b.URL, "POST", "/api/v1/challenge", `{"id":"`+id+`","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
+			before := ctParseInstance(t, must(t, b.URL, "POST", "/api/v1/instance", `{"challengeId":"`+id+`","sourceId":"p"}`, http.StatusOK))
 			a := fltStart(t, s, inline)
 			locks := fltPulumiLocks(s)
 			patch := `{"additional":{"sleep":"3s","run":"` + id + `"},"updateMask":"additional","updateStrategy":"blue_green"}`
-			res := make(chan fltResp, 1)
-			go func() { res <- fltDo(context.Background(), a.URL, "PATCH", "/api/v1/challenge/"+id, patch) }()
+			res := make(chan reply, 1)
+			go func() { res <- send(context.Background(), a.URL, "PATCH", "/api/v1/challenge/"+id, patch) }()
 			fltWaitPulumiLock(t, s, locks, 1, 30*time.Second)
 			time.Sleep(500 * time.Millisecond)
 			killed := time.Now()
@@ -160,7 +160,7 @@ func TestFaultKill(t *testing.T) {
 			}
 			d, others := fltRetry(t, b.URL, "PATCH", "/api/v1/challenge/"+id, patch, http.StatusOK, killed, 90*time.Second)
 			recov = append(recov, d)
-			after := ctParseInstance(t, fltMust(t, b.URL, "GET", "/api/v1/instance/"+id+"/p", "", http.StatusOK))
+			after := ctParseInstance(t, must(t, b.URL, "GET", "/api/v1/instance/"+id+"/p", "", http.StatusOK))
 			if after.Conn == before.Conn || !strings.Contains(after.Conn, "run="+id) {
 				t.Fatalf("run %d: instance after the retried blue-green update: %q (before %q)", run, after.Conn, before.Conn)
 			}
@@ -169,23 +169,23 @@ func TestFaultKill(t *testing.T) {
 		fltRepair(t, s, b, 60*time.Second)
 		fltAccounted(t, s)
 		for run := range fltRuns {
-			fltMust(t, b.URL, "DELETE", fmt.Sprintf("/api/v1/challenge/bg-%d", run), "", http.StatusOK)
+			must(t, b.URL, "DELETE", fmt.Sprintf("/api/v1/challenge/bg-%d", run), "", http.StatusOK)
 		}
-		t.Logf("FIGURES kill during a blue-green update: retried update succeeds after median %s", fltMedian(recov))
+		t.Logf("FIGURES kill during a blue-green update: retried update succeeds after median %s", median(recov))
 	})
 
 	t.Run("during a challenge deletion", func(t *testing.T) {
 		var recov []time.Duration
 		for run := range fltRuns {
 			id := fmt.Sprintf("cd-%d", run)
-			fltMust(t, b.URL, "POST", "/api/v1/challenge", `{"id":"`+id+`","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
+			must(t, b.URL, "POST", "/api/v1/challenge", `{"id":"`+id+`","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
 			for _, sid := range []string{"p", "q"} {
-				fltMust(t, b.URL, "POST", "/api/v1/instance", `{"challengeId":"`+id+`","sourceId":"`+sid+`"}`, http.StatusOK)
+				must(t, b.URL, "POST", "/api/v1/instance", `{"challengeId":"`+id+`","sourceId":"`+sid+`"}`, http.StatusOK)
 			}
 			a := fltStart(t, s, inline)
 			locks := fltPulumiLocks(s)
-			res := make(chan fltResp, 1)
-			go func() { res <- fltDo(context.Background(), a.URL, "DELETE", "/api/v1/challenge/"+id, "") }()
+			res := make(chan reply, 1)
+			go func() { res <- send(context.Background(), a.URL, "DELETE", "/api/v1/challenge/"+id, "") }()
 			fltWaitPulumiLock(t, s, locks, 1, 30*time.Second)
 			killed := time.Now()
 			a.Kill()
@@ -194,12 +194,12 @@ func TestFaultKill(t *testing.T) {
 			}
 			d, others := fltRetry(t, b.URL, "DELETE", "/api/v1/challenge/"+id, "", http.StatusOK, killed, 90*time.Second)
 			recov = append(recov, d)
-			fltMust(t, b.URL, "GET", "/api/v1/challenge/"+id, "", http.StatusNotFound)
+			must(t, b.URL, "GET", "/api/v1/challenge/"+id, "", http.StatusNotFound)
 			t.Logf("run %d: retried DELETE succeeded %s after the kill; other answers: %v", run, d, others)
 		}
 		fltRepair(t, s, b, 60*time.Second)
 		fltAccounted(t, s)
-		t.Logf("FIGURES kill during a challenge deletion: retried DELETE succeeds after median %s", fltMedian(recov))
+		t.Logf("FIGURES kill during a challenge deletion: retried DELETE succeeds after median %s", median(recov))
 	})
 
 	t.Run("holding the challenge writer lock", func(t *testing.T) {
@@ -208,21 +208,21 @@ func TestFaultKill(t *testing.T) {
 			id := fmt.Sprintf("cw-%d", run)
 			a := fltStart(t, s, inline)
 			body := `{"id":"` + id + `","scenario":"` + ref + `","timeout":"600s"}`
-			go fltDo(context.Background(), a.URL, "POST", "/api/v1/challenge", body)
+			go send(context.Background(), a.URL, "POST", "/api/v1/challenge", body)
 			fltWaitKey(t, s, "lock/c/"+id+"/w/", 30*time.Second)
 			killed := time.Now()
 			a.Kill()
-			if r := fltDo(context.Background(), b.URL, "GET", "/api/v1/challenge/"+id, ""); r.Status != http.StatusNotFound {
+			if r := send(context.Background(), b.URL, "GET", "/api/v1/challenge/"+id, ""); r.Status != http.StatusNotFound {
 				t.Fatalf("half-registered challenge served: %d %s", r.Status, r.Body)
 			}
 			d, others := fltRetry(t, b.URL, "POST", "/api/v1/challenge", body, http.StatusOK, killed, 60*time.Second)
 			recov = append(recov, d)
 			t.Logf("run %d: retried create succeeded %s after the kill; other answers: %v", run, d, others)
-			fltMust(t, b.URL, "DELETE", "/api/v1/challenge/"+id, "", http.StatusOK)
+			must(t, b.URL, "DELETE", "/api/v1/challenge/"+id, "", http.StatusOK)
 		}
 		fltRepair(t, s, b, 60*time.Second) // preview stacks of killed registrations
 		fltAccounted(t, s)
-		t.Logf("FIGURES kill holding the challenge writer lock: retried create succeeds after median %s", fltMedian(recov))
+		t.Logf("FIGURES kill holding the challenge writer lock: retried create succeeds after median %s", median(recov))
 	})
 
 	t.Run("holding the pool lock", func(t *testing.T) {
@@ -233,7 +233,7 @@ func TestFaultKill(t *testing.T) {
 			id := fmt.Sprintf("pl-%d", run)
 			a := fltStart(t, s, nil) // events through its own broker
 			before := fltPulumiLocks(s)
-			fltMust(t, a.URL, "POST", "/api/v1/challenge", `{"id":"`+id+`","scenario":"`+ref+`","timeout":"600s","min":1,"max":2}`, http.StatusOK)
+			must(t, a.URL, "POST", "/api/v1/challenge", `{"id":"`+id+`","scenario":"`+ref+`","timeout":"600s","min":1,"max":2}`, http.StatusOK)
 			fltWaitKey(t, s, "lock/i/"+id+"/pool/w/", 30*time.Second)
 			fltWaitPulumiLock(t, s, before, 1, 30*time.Second)
 			killed := time.Now()
@@ -254,9 +254,9 @@ func TestFaultKill(t *testing.T) {
 		fltRepair(t, s, b, 60*time.Second)
 		fltAccounted(t, s)
 		for run := range fltRuns {
-			fltMust(t, b.URL, "DELETE", fmt.Sprintf("/api/v1/challenge/pl-%d", run), "", http.StatusOK)
+			must(t, b.URL, "DELETE", fmt.Sprintf("/api/v1/challenge/pl-%d", run), "", http.StatusOK)
 		}
-		t.Logf("FIGURES kill holding the pool lock: pool refilled after median %s", fltMedian(recov))
+		t.Logf("FIGURES kill holding the pool lock: pool refilled after median %s", median(recov))
 	})
 
 	t.Run("holding the janitor lock", func(t *testing.T) {
@@ -277,7 +277,7 @@ func TestFaultKill(t *testing.T) {
 			t.Logf("run %d: leak repaired by another process %s after the kill", run, recov[run])
 		}
 		fltAccounted(t, s)
-		t.Logf("FIGURES kill holding the janitor lock: repaired after median %s", fltMedian(recov))
+		t.Logf("FIGURES kill holding the janitor lock: repaired after median %s", median(recov))
 	})
 
 	t.Run("between the etcd write and the response", func(t *testing.T) {
@@ -286,8 +286,8 @@ func TestFaultKill(t *testing.T) {
 			a := fltStart(t, s, map[string]string{"TESTSERVER_EVENTS": "inline", "TESTSERVER_HOLD": "5s"})
 			sid := fmt.Sprintf("w-%d", run)
 			body := `{"challengeId":"k","sourceId":"` + sid + `"}`
-			res := make(chan fltResp, 1)
-			go func() { res <- fltDo(context.Background(), a.URL, "POST", "/api/v1/instance", body) }()
+			res := make(chan reply, 1)
+			go func() { res <- send(context.Background(), a.URL, "POST", "/api/v1/instance", body) }()
 			fltWaitKey(t, s, "src/"+sid+"/k", 60*time.Second)
 			killed := time.Now()
 			a.Kill()
@@ -296,13 +296,13 @@ func TestFaultKill(t *testing.T) {
 			}
 			// The retried create finds the instance (409, as for any second
 			// create); the player's instance is there, nothing was lost.
-			fltMust(t, b.URL, "POST", "/api/v1/instance", body, http.StatusConflict)
+			must(t, b.URL, "POST", "/api/v1/instance", body, http.StatusConflict)
 			d, _ := fltRetry(t, b.URL, "GET", "/api/v1/instance/k/"+sid, "", http.StatusOK, killed, 10*time.Second)
 			recov = append(recov, d)
 		}
 		fltWaitGone(t, s, "lock/", 10*time.Second)
 		fltAccounted(t, s)
-		t.Logf("FIGURES kill between the etcd write and the response: instance served by another process after median %s, data lost 0", fltMedian(recov))
+		t.Logf("FIGURES kill between the etcd write and the response: instance served by another process after median %s, data lost 0", median(recov))
 	})
 }
 
@@ -325,15 +325,15 @@ func TestFaultFrozen(t *testing.T) {
 	ref := fltPush(t, s, "additional")
 	inline := map[string]string{"TESTSERVER_EVENTS": "inline"}
 	b := fltStart(t, s, inline)
-	fltMust(t, b.URL, "POST", "/api/v1/challenge", `{"id":"fz","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
+	must(t, b.URL, "POST", "/api/v1/challenge", `{"id":"fz","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
 
 	var recov []time.Duration
 	for run := range fltRuns {
 		a := fltStart(t, s, inline)
 		sid := fmt.Sprintf("src-%d", run)
-		res := make(chan fltResp, 1)
+		res := make(chan reply, 1)
 		go func() {
-			res <- fltDo(context.Background(), a.URL, "POST", "/api/v1/instance", `{"challengeId":"fz","sourceId":"`+sid+`","additional":{"sleep":"3s"}}`)
+			res <- send(context.Background(), a.URL, "POST", "/api/v1/instance", `{"challengeId":"fz","sourceId":"`+sid+`","additional":{"sleep":"3s"}}`)
 		}()
 		fltWaitPulumiLock(t, s, fltPulumiLocks(s), 1, 30*time.Second)
 		a.Stop()
@@ -341,10 +341,10 @@ func TestFaultFrozen(t *testing.T) {
 		fltWaitGone(t, s, "lock/", 10*time.Second) // the lease expired
 		d, others := fltRetry(t, b.URL, "POST", "/api/v1/instance", `{"challengeId":"fz","sourceId":"`+sid+`"}`, http.StatusOK, stopped, 60*time.Second)
 		recov = append(recov, d)
-		won := fltMust(t, b.URL, "GET", "/api/v1/instance/fz/"+sid, "", http.StatusOK)
+		won := must(t, b.URL, "GET", "/api/v1/instance/fz/"+sid, "", http.StatusOK)
 
 		a.Cont()
-		var r fltResp
+		var r reply
 		select {
 		case r = <-res:
 		case <-time.After(60 * time.Second):
@@ -353,11 +353,11 @@ func TestFaultFrozen(t *testing.T) {
 		if r.Err != nil || r.Status != http.StatusServiceUnavailable {
 			t.Fatalf("run %d: the resumed process answered %d %v %s, want 503", run, r.Status, r.Err, r.Body)
 		}
-		m := ctErrShape(t, "fenced create", ctResp{Status: r.Status, Body: r.Body})
+		m := ctErrShape(t, "fenced create", r)
 		if m["code"] != json.Number("14") {
 			t.Fatalf("run %d: fenced create: code %v, want 14", run, m["code"])
 		}
-		if got := fltMust(t, b.URL, "GET", "/api/v1/instance/fz/"+sid, "", http.StatusOK); string(got) != string(won) {
+		if got := must(t, b.URL, "GET", "/api/v1/instance/fz/"+sid, "", http.StatusOK); string(got) != string(won) {
 			t.Fatalf("run %d: the winner's instance changed after the frozen process resumed:\n%s\n%s", run, won, got)
 		}
 		fltAccounted(t, s)
@@ -365,7 +365,7 @@ func TestFaultFrozen(t *testing.T) {
 			run, d, others, r.Status, m["message"])
 		a.Kill()
 	}
-	t.Logf("FIGURES frozen process: another process proceeds after median %s (TTL 2s), stale writes 0, data lost 0", fltMedian(recov))
+	t.Logf("FIGURES frozen process: another process proceeds after median %s (TTL 2s), stale writes 0, data lost 0", median(recov))
 }
 
 // fltOutcome is one answer of the load.
@@ -402,14 +402,14 @@ func fltLoad(bases []string, cid string, players int, stop <-chan struct{}) func
 				for _, st := range steps {
 					ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 					start := time.Now()
-					r := fltDo(ctx, base, st.method, st.path, st.body)
+					r := send(ctx, base, st.method, st.path, st.body)
 					// A player retries a DELETE answered 503 (nothing else:
 					// a failed create is simply asked again as a new one).
 					for tries := 0; st.route == "delete" && r.Err == nil && r.Status == http.StatusServiceUnavailable && tries < 600; tries++ {
 						out <- fltOutcome{st.route, r.Status, r.Err, string(r.Body), time.Since(start)}
 						time.Sleep(100 * time.Millisecond)
 						start = time.Now()
-						r = fltDo(ctx, base, st.method, st.path, st.body)
+						r = send(ctx, base, st.method, st.path, st.body)
 					}
 					cancel()
 					out <- fltOutcome{st.route, r.Status, r.Err, string(r.Body), time.Since(start)}
@@ -441,7 +441,7 @@ func fltProbe(base, cid string, timeout time.Duration) (time.Duration, []string)
 	var fails []string
 	for time.Since(start) < timeout {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		r := fltDo(ctx, base, "GET", "/api/v1/challenge/"+cid, "")
+		r := send(ctx, base, "GET", "/api/v1/challenge/"+cid, "")
 		cancel()
 		if r.Err == nil && r.Status == http.StatusOK {
 			return time.Since(start), fails
@@ -463,7 +463,7 @@ func TestFaultEtcd(t *testing.T) {
 	ref := fltPush(t, s, "outputs")
 	inline := map[string]string{"TESTSERVER_EVENTS": "inline"}
 	a, b := fltStart(t, s, inline), fltStart(t, s, inline)
-	fltMust(t, a.URL, "POST", "/api/v1/challenge", `{"id":"e","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
+	must(t, a.URL, "POST", "/api/v1/challenge", `{"id":"e","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
 	bases := []string{a.URL, b.URL}
 
 	stop := make(chan struct{})
@@ -517,20 +517,20 @@ func TestFaultEtcd(t *testing.T) {
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 		start := time.Now()
-		r := fltDo(ctx, bases[i%2], req.method, req.path, req.body)
+		r := send(ctx, bases[i%2], req.method, req.path, req.body)
 		cancel()
 		lat = append(lat, time.Since(start))
 		if r.Err != nil || r.Status != http.StatusServiceUnavailable {
 			t.Errorf("quorum lost: %s %s: %d %v %s, want 503", req.method, req.path, r.Status, r.Err, r.Body)
 			continue
 		}
-		m := ctErrShape(t, "quorum lost", ctResp{Status: r.Status, Body: r.Body})
+		m := ctErrShape(t, "quorum lost", r)
 		if m["code"] != json.Number("14") {
 			t.Errorf("quorum lost: %s %s: code %v, want 14 (UNAVAILABLE)", req.method, req.path, m["code"])
 		}
 	}
 	t.Logf("quorum lost: answer latencies %v", lat)
-	if r := fltDo(context.Background(), a.URL, "GET", "/healthcheck", ""); r.Status != http.StatusServiceUnavailable {
+	if r := send(context.Background(), a.URL, "GET", "/healthcheck", ""); r.Status != http.StatusServiceUnavailable {
 		t.Errorf("health with quorum lost: %d %s, want 503", r.Status, r.Body)
 	}
 	c.Start(t, leader)
@@ -549,9 +549,9 @@ func TestFaultEtcd(t *testing.T) {
 	fltRepair(t, s, a, 90*time.Second)
 	fltWaitGone(t, s, "lock/", 10*time.Second)
 	fltAccounted(t, s)
-	fltMust(t, b.URL, "POST", "/api/v1/instance", `{"challengeId":"e","sourceId":"after"}`, http.StatusOK)
+	must(t, b.URL, "POST", "/api/v1/instance", `{"challengeId":"e","sourceId":"after"}`, http.StatusOK)
 	t.Logf("FIGURES etcd: one member down: first request after median %s; quorum lost: 503 after %v (max); recovery %s after the members returned",
-		fltMedian(oneRecov), slices.Max(lat), d)
+		median(oneRecov), slices.Max(lat), d)
 }
 
 // fltJudge wants every outcome to be a success or a retryable 503.
@@ -583,16 +583,16 @@ func fltJudge(t testing.TB, phase string, outs []fltOutcome) {
 func TestFaultColdStartWithoutEtcd(t *testing.T) {
 	s := fltSetup(t, etcdtest.Server(t).Endpoints())
 	p := fltStart(t, s, map[string]string{"ETCD_ENDPOINTS": "http://" + fltFreePort(t)})
-	r := fltDo(context.Background(), p.URL, "GET", "/healthcheck", "")
+	r := send(context.Background(), p.URL, "GET", "/healthcheck", "")
 	if r.Status != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "etcd") {
 		t.Fatalf("health: %d %s, want 503 naming etcd", r.Status, r.Body)
 	}
 	for _, req := range [][2]string{{"POST", "/api/v1/challenge"}, {"GET", "/api/v1/instance/a/b"}} {
-		r := fltDo(context.Background(), p.URL, req[0], req[1], `{"id":"x"}`)
+		r := send(context.Background(), p.URL, req[0], req[1], `{"id":"x"}`)
 		if r.Status != http.StatusServiceUnavailable {
 			t.Fatalf("%s %s: %d %s, want 503", req[0], req[1], r.Status, r.Body)
 		}
-		if m := ctErrShape(t, req[1], ctResp{Status: r.Status, Body: r.Body}); m["code"] != json.Number("14") {
+		if m := ctErrShape(t, req[1], r); m["code"] != json.Number("14") {
 			t.Fatalf("%s %s: code %v, want 14", req[0], req[1], m["code"])
 		}
 	}
@@ -609,7 +609,7 @@ func TestFaultEngineAndRegistry(t *testing.T) {
 	ref := fltPush(t, s, "outputs")
 	inline := map[string]string{"TESTSERVER_EVENTS": "inline"}
 	a := fltStart(t, s, inline)
-	fltMust(t, a.URL, "POST", "/api/v1/challenge", `{"id":"r","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
+	must(t, a.URL, "POST", "/api/v1/challenge", `{"id":"r","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
 	nothingLeft := func(t *testing.T, what string) {
 		t.Helper()
 		if k := fltKeys(t, s, "chall/"+what); what != "" && len(k) != 0 {
@@ -620,7 +620,7 @@ func TestFaultEngineAndRegistry(t *testing.T) {
 
 	t.Run("registry down at registration", func(t *testing.T) {
 		down := "127.0.0.1:" + strings.Split(fltFreePort(t), ":")[1] + "/scenarios/outputs:latest"
-		r := fltDo(context.Background(), a.URL, "POST", "/api/v1/challenge", `{"id":"down","scenario":"`+down+`"}`)
+		r := send(context.Background(), a.URL, "POST", "/api/v1/challenge", `{"id":"down","scenario":"`+down+`"}`)
 		if r.Status != http.StatusBadRequest {
 			t.Fatalf("%d %s, want 400", r.Status, r.Body)
 		}
@@ -636,11 +636,11 @@ func TestFaultEngineAndRegistry(t *testing.T) {
 		}))
 		defer garbage.Close()
 		bad := strings.TrimPrefix(garbage.URL, "http://") + "/scenarios/outputs:latest"
-		r := fltDo(context.Background(), a.URL, "POST", "/api/v1/challenge", `{"id":"garbage","scenario":"`+bad+`"}`)
+		r := send(context.Background(), a.URL, "POST", "/api/v1/challenge", `{"id":"garbage","scenario":"`+bad+`"}`)
 		if r.Status < 400 || r.Status == http.StatusOK {
 			t.Fatalf("%d %s, want an error", r.Status, r.Body)
 		}
-		ctErrShape(t, "garbage registry", ctResp{Status: r.Status, Body: r.Body})
+		ctErrShape(t, "garbage registry", r)
 		t.Logf("answer: %d %s", r.Status, r.Body)
 		nothingLeft(t, "garbage")
 	})
@@ -666,23 +666,23 @@ func TestFaultEngineAndRegistry(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hang, not a slow answer
 		defer cancel()
 		start := time.Now()
-		r := fltDo(ctx, a.URL, "POST", "/api/v1/challenge", `{"id":"hung","scenario":"`+hung+`"}`)
+		r := send(ctx, a.URL, "POST", "/api/v1/challenge", `{"id":"hung","scenario":"`+hung+`"}`)
 		took := time.Since(start)
 		if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "Registry is unreachable.") {
 			t.Fatalf("%d %s, want 400 unreachable", r.Status, r.Body)
 		}
 		t.Logf("FIGURES hung registry: registration answered in %s (bound: scenario.RegistryTimeout %s): %s", took.Round(time.Millisecond), scenario.RegistryTimeout, r.Body)
 		// The challenge's lock is free: the same id registers at once.
-		fltMust(t, a.URL, "POST", "/api/v1/challenge", `{"id":"hung","scenario":"`+ref+`"}`, http.StatusOK)
-		fltMust(t, a.URL, "DELETE", "/api/v1/challenge/hung", "", http.StatusOK)
+		must(t, a.URL, "POST", "/api/v1/challenge", `{"id":"hung","scenario":"`+ref+`"}`, http.StatusOK)
+		must(t, a.URL, "DELETE", "/api/v1/challenge/hung", "", http.StatusOK)
 		nothingLeft(t, "hung")
 	})
 
 	t.Run("registry stopped at instance creation", func(t *testing.T) {
 		s.Registry.Close()
 		fresh := fltStart(t, s, inline) // cold: empty scenario cache
-		fltMust(t, fresh.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"noreg"}`, http.StatusOK)
-		fltMust(t, fresh.URL, "DELETE", "/api/v1/instance/r/noreg", "", http.StatusOK)
+		must(t, fresh.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"noreg"}`, http.StatusOK)
+		must(t, fresh.URL, "DELETE", "/api/v1/instance/r/noreg", "", http.StatusOK)
 		nothingLeft(t, "")
 	})
 
@@ -696,7 +696,7 @@ func TestFaultEngineAndRegistry(t *testing.T) {
 		if err := os.WriteFile(state, []byte("not a directory"), 0o444); err != nil {
 			t.Fatal(err)
 		}
-		r := fltDo(context.Background(), a.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"ro"}`)
+		r := send(context.Background(), a.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"ro"}`)
 		if err := os.Remove(state); err != nil {
 			t.Fatal(err)
 		}
@@ -706,14 +706,14 @@ func TestFaultEngineAndRegistry(t *testing.T) {
 		if r.Status != http.StatusInternalServerError {
 			t.Fatalf("%d %s, want 500", r.Status, r.Body)
 		}
-		if m := ctErrShape(t, "backend unwritable", ctResp{Status: r.Status, Body: r.Body}); strings.Contains(fmt.Sprint(m["message"]), s.Dir) {
+		if m := ctErrShape(t, "backend unwritable", r); strings.Contains(fmt.Sprint(m["message"]), s.Dir) {
 			t.Fatalf("internal path in the answer: %s", r.Body)
 		}
 		t.Logf("answer: %s", r.Body)
 		fltWaitGone(t, s, "lock/", 10*time.Second)
 		nothingLeft(t, "")
-		fltMust(t, a.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"ro"}`, http.StatusOK)
-		fltMust(t, a.URL, "DELETE", "/api/v1/instance/r/ro", "", http.StatusOK)
+		must(t, a.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"ro"}`, http.StatusOK)
+		must(t, a.URL, "DELETE", "/api/v1/instance/r/ro", "", http.StatusOK)
 	})
 
 	t.Run("engine crash", func(t *testing.T) {
@@ -727,18 +727,18 @@ func TestFaultEngineAndRegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := fltStart(t, s, map[string]string{"TESTSERVER_EVENTS": "inline", "CHALLFN_PULUMI": wrapper})
-		r := fltDo(context.Background(), p.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"crash"}`)
+		r := send(context.Background(), p.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"crash"}`)
 		if r.Status != http.StatusInternalServerError {
 			t.Fatalf("%d %s, want 500", r.Status, r.Body)
 		}
-		m := ctErrShape(t, "engine crash", ctResp{Status: r.Status, Body: r.Body})
+		m := ctErrShape(t, "engine crash", r)
 		t.Logf("answer: %d %v", r.Status, m["message"])
-		fltMust(t, p.URL, "GET", "/api/v1/instance/r/crash", "", http.StatusNotFound)
+		must(t, p.URL, "GET", "/api/v1/instance/r/crash", "", http.StatusNotFound)
 		fltWaitGone(t, s, "lock/", 10*time.Second)
 		nothingLeft(t, "")
 		// Another process with a working engine serves the same request.
-		fltMust(t, a.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"crash"}`, http.StatusOK)
-		fltMust(t, a.URL, "DELETE", "/api/v1/instance/r/crash", "", http.StatusOK)
+		must(t, a.URL, "POST", "/api/v1/instance", `{"challengeId":"r","sourceId":"crash"}`, http.StatusOK)
+		must(t, a.URL, "DELETE", "/api/v1/instance/r/crash", "", http.StatusOK)
 		nothingLeft(t, "")
 	})
 }

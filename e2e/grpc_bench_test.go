@@ -41,7 +41,7 @@ func BenchmarkGRPCvsREST(b *testing.B) {
 	}
 	rest := func(method, path, body string) func() error {
 		return func() error {
-			if r := ctDo(b, env.URL, method, path, body); r.Status != http.StatusOK {
+			if r := do(b, env.URL, method, path, body); r.Status != http.StatusOK {
 				return fmt.Errorf("%s %s: %d %s", method, path, r.Status, r.Body)
 			}
 			return nil
@@ -67,8 +67,8 @@ func BenchmarkGRPCvsREST(b *testing.B) {
 		name string
 		l    *ctLatencies
 	}{{"rest-retrieve", &restGet}, {"grpc-retrieve", &grpcGet}, {"rest-renew", &restRenew}, {"grpc-renew", &grpcRenew}} {
-		b.ReportMetric(lcMS(m.l.percentile(50)), m.name+"-p50-ms")
-		b.ReportMetric(lcMS(m.l.percentile(99)), m.name+"-p99-ms")
+		b.ReportMetric(ms(m.l.percentile(50)), m.name+"-p50-ms")
+		b.ReportMetric(ms(m.l.percentile(99)), m.name+"-p99-ms")
 	}
 }
 
@@ -127,10 +127,10 @@ func BenchmarkCLICreate(b *testing.B) {
 	b.StopTimer()
 	for _, tg := range targets {
 		f := got[tg.name]
-		b.ReportMetric(lcMS(f.chWall.percentile(50)), tg.name+"-challenge-wall-p50-ms")
-		b.ReportMetric(lcMS(f.chCall.percentile(50)), tg.name+"-challenge-call-p50-ms")
-		b.ReportMetric(lcMS(f.inWall.percentile(50)), tg.name+"-instance-wall-p50-ms")
-		b.ReportMetric(lcMS(f.inCall.percentile(50)), tg.name+"-instance-call-p50-ms")
+		b.ReportMetric(ms(f.chWall.percentile(50)), tg.name+"-challenge-wall-p50-ms")
+		b.ReportMetric(ms(f.chCall.percentile(50)), tg.name+"-challenge-call-p50-ms")
+		b.ReportMetric(ms(f.inWall.percentile(50)), tg.name+"-instance-wall-p50-ms")
+		b.ReportMetric(ms(f.inCall.percentile(50)), tg.name+"-instance-call-p50-ms")
 	}
 }
 

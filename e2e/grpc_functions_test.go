@@ -36,10 +36,10 @@ func TestGRPCFunctionProcesses(t *testing.T) {
 		t.Fatalf("instance create on the instance function: %s", out)
 	}
 	// REST on the same ports.
-	if r := ctDo(t, fn["challenge"].URL, "GET", "/api/v1/challenge/p1", ""); r.Status != 200 {
+	if r := do(t, fn["challenge"].URL, "GET", "/api/v1/challenge/p1", ""); r.Status != 200 {
 		t.Fatalf("REST on the challenge function: %d %s", r.Status, r.Body)
 	}
-	if r := ctDo(t, fn["instance"].URL, "GET", "/api/v1/instance/p1/s1", ""); r.Status != 200 {
+	if r := do(t, fn["instance"].URL, "GET", "/api/v1/instance/p1/s1", ""); r.Status != 200 {
 		t.Fatalf("REST on the instance function: %d %s", r.Status, r.Body)
 	}
 	// Each function serves its own service only.

@@ -44,7 +44,7 @@ func gcRun(t *testing.T, env *testenv.Env, conn *grpc.ClientConn, cases []gcCase
 	for _, c := range cases {
 		before := ctSnapshot(t, env)
 		if c.method != "" {
-			ctExpect(t, c.name+" (REST)", ctDo(t, env.URL, c.method, c.path, c.body), c.status, c.want)
+			ctExpect(t, c.name+" (REST)", do(t, env.URL, c.method, c.path, c.body), c.status, c.want)
 		}
 		var err error
 		if strings.HasSuffix(c.rpc, "/QueryInstance") || strings.HasSuffix(c.rpc, "/QueryChallenge") {
@@ -75,7 +75,7 @@ func TestGRPCErrors(t *testing.T) {
 
 	mustOK := func(what, method, path, body string) {
 		t.Helper()
-		if r := ctDo(t, u, method, path, body); r.Status != 200 {
+		if r := do(t, u, method, path, body); r.Status != 200 {
 			t.Fatalf("%s: %d %s", what, r.Status, r.Body)
 		}
 	}
@@ -177,7 +177,7 @@ func TestGRPCErrors(t *testing.T) {
 			func(d string) string { return ctScenarioNonMatching(failing, d) }, gcViolationDesc(3)},
 	} {
 		before := ctSnapshot(t, env)
-		r := ctDo(t, u, c.method, c.path, c.body)
+		r := do(t, u, c.method, c.path, c.body)
 		ds, _ := ctErrShape(t, c.name, r)["details"].([]any)
 		desc := c.desc(ds)
 		if desc == "" {
@@ -226,7 +226,7 @@ func TestGRPCErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	brokenRef := env.PushDir(t, broken, "broken")
-	r0 := ctDo(t, u, "POST", "/api/v1/challenge", `{"id":"e9","scenario":"`+brokenRef+`"}`)
+	r0 := do(t, u, "POST", "/api/v1/challenge", `{"id":"e9","scenario":"`+brokenRef+`"}`)
 	ds, _ := ctErrShape(t, "broken scenario", r0)["details"].([]any)
 	desc := gcDetailDesc(1)(ds)
 	if !strings.Contains(desc, "undefinedCall") {
@@ -246,7 +246,7 @@ func TestGRPCErrors(t *testing.T) {
 	bad := api.UpdateStrategy(7)
 	_, err = gcCall[api.Challenge](conn, gcChallenge+"UpdateChallenge", &api.UpdateChallengeRequest{
 		ID: "e1", UpdateStrategy: &bad, Additional: map[string]string{"x": "y"}, UpdateMask: mask("additional")})
-	r := ctDo(t, u, "PATCH", "/api/v1/challenge/e1", `{"updateStrategy":7,"additional":{"x":"y"},"updateMask":"additional"}`)
+	r := do(t, u, "PATCH", "/api/v1/challenge/e1", `{"updateStrategy":7,"additional":{"x":"y"},"updateMask":"additional"}`)
 	if r.Status != 400 || status.Code(err) != codes.InvalidArgument {
 		t.Errorf("unknown strategy: REST %d %s, gRPC %v", r.Status, r.Body, err)
 	} else {
@@ -260,7 +260,7 @@ func TestGRPCErrors(t *testing.T) {
 	// names what failed and the trace (upstream sends the raw engine text).
 	hostile := env.Scenario(t, "hostile")
 	mustOK("challenge hostile", "POST", "/api/v1/challenge", `{"id":"hostile","scenario":"`+hostile+`"}`)
-	r = ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"hostile","sourceId":"rest","additional":{"mode":"leak"}}`)
+	r = do(t, u, "POST", "/api/v1/instance", `{"challengeId":"hostile","sourceId":"rest","additional":{"mode":"leak"}}`)
 	restErr := ctErrShape(t, "failed deployment (REST)", r)
 	_, err = gcCall[api.Instance](conn, gcInstance+"CreateInstance", &api.CreateInstanceRequest{ChallengeID: "hostile", SourceID: "grpc", Additional: map[string]string{"mode": "leak"}})
 	st := status.Convert(err)
@@ -361,7 +361,7 @@ func TestGRPCMatchesREST(t *testing.T) {
 	ref := env.Scenario(t, "additional")
 	u := env.URL
 
-	same := func(what string, grpcMsg api.Message, rest ctResp) {
+	same := func(what string, grpcMsg api.Message, rest reply) {
 		t.Helper()
 		if rest.Status != 200 {
 			t.Fatalf("%s (REST): %d %s", what, rest.Status, rest.Body)
@@ -383,29 +383,29 @@ func TestGRPCMatchesREST(t *testing.T) {
 	if !strings.HasSuffix(in.ConnectionInfo, "?k=v&p=1") || in.Until == nil {
 		t.Fatalf("created instance: %+v", in)
 	}
-	same("retrieve instance", in, ctDo(t, u, "GET", "/api/v1/instance/m1/a", ""))
+	same("retrieve instance", in, do(t, u, "GET", "/api/v1/instance/m1/a", ""))
 	got, err := gcCall[api.Instance](conn, gcInstance+"RetrieveInstance", &api.RetrieveInstanceRequest{ChallengeID: "m1", SourceID: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	same("retrieve instance over both", got, ctDo(t, u, "GET", "/api/v1/instance/m1/a", ""))
+	same("retrieve instance over both", got, do(t, u, "GET", "/api/v1/instance/m1/a", ""))
 	// Created over REST, read over gRPC.
-	if r := ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"m1","sourceId":"b"}`); r.Status != 200 {
+	if r := do(t, u, "POST", "/api/v1/instance", `{"challengeId":"m1","sourceId":"b"}`); r.Status != 200 {
 		t.Fatalf("REST create: %d %s", r.Status, r.Body)
 	}
 	gotB, err := gcCall[api.Instance](conn, gcInstance+"RetrieveInstance", &api.RetrieveInstanceRequest{ChallengeID: "m1", SourceID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	same("instance created over REST", gotB, ctDo(t, u, "GET", "/api/v1/instance/m1/b", ""))
+	same("instance created over REST", gotB, do(t, u, "GET", "/api/v1/instance/m1/b", ""))
 
 	ch, err := gcCall[api.Challenge](conn, gcChallenge+"RetrieveChallenge", &api.RetrieveChallengeRequest{ID: "m1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sortInstances(ch)
-	rest := ctDo(t, u, "GET", "/api/v1/challenge/m1", "")
-	same("retrieve challenge", ch, ctResp{rest.Status, rest.Header, sortedChallengeJSON(t, rest.Body)})
+	rest := do(t, u, "GET", "/api/v1/challenge/m1", "")
+	same("retrieve challenge", ch, reply{Status: rest.Status, Header: rest.Header, Body: sortedChallengeJSON(t, rest.Body)})
 
 	// The streams carry the same items (order is not part of the contract).
 	chs, err := gcStream[api.Challenge](conn, gcChallenge+"QueryChallenge", &api.Empty{})
@@ -413,7 +413,7 @@ func TestGRPCMatchesREST(t *testing.T) {
 		t.Fatalf("query challenges: %v %v", chs, err)
 	}
 	sortInstances(chs[0])
-	lines := ctResults(t, ctDo(t, u, "GET", "/api/v1/challenge", "").Body)
+	lines := ctResults(t, do(t, u, "GET", "/api/v1/challenge", "").Body)
 	if len(lines) != 1 {
 		t.Fatalf("REST query: %d lines", len(lines))
 	}
@@ -422,7 +422,7 @@ func TestGRPCMatchesREST(t *testing.T) {
 	if err != nil || len(ins) != 1 {
 		t.Fatalf("query instances: %v %v", ins, err)
 	}
-	lines = ctResults(t, ctDo(t, u, "GET", "/api/v1/instance?sourceId=a", "").Body)
+	lines = ctResults(t, do(t, u, "GET", "/api/v1/instance?sourceId=a", "").Body)
 	if len(lines) != 1 {
 		t.Fatalf("REST query instances: %d lines", len(lines))
 	}
@@ -441,7 +441,7 @@ func TestGRPCMatchesREST(t *testing.T) {
 	if !ren.LastRenew.After(in.LastRenew) || len(ren.Additional) != 0 {
 		t.Fatalf("renew answer: %+v (created %+v)", ren, in)
 	}
-	after := ctParseInstance(t, ctDo(t, u, "GET", "/api/v1/instance/m1/a", "").Body)
+	after := ctParseInstance(t, do(t, u, "GET", "/api/v1/instance/m1/a", "").Body)
 	if !after.LastRenew.Equal(ren.LastRenew) || !after.Until.Equal(*ren.Until) {
 		t.Fatalf("renewal over gRPC not stored: %+v vs %+v", after, ren)
 	}
@@ -458,15 +458,15 @@ func TestGRPCMatchesREST(t *testing.T) {
 			t.Errorf("instance not updated: %+v", i)
 		}
 	}
-	rest = ctDo(t, u, "GET", "/api/v1/challenge/m1", "")
-	same("challenge after the update", up, ctResp{rest.Status, rest.Header, sortedChallengeJSON(t, rest.Body)})
+	rest = do(t, u, "GET", "/api/v1/challenge/m1", "")
+	same("challenge after the update", up, reply{Status: rest.Status, Header: rest.Header, Body: sortedChallengeJSON(t, rest.Body)})
 
 	// Deleted over gRPC: both transports then answer the same 404.
 	if _, err := gcCall[api.Empty](conn, gcInstance+"DeleteInstance", &api.DeleteInstanceRequest{ChallengeID: "m1", SourceID: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = gcCall[api.Instance](conn, gcInstance+"RetrieveInstance", &api.RetrieveInstanceRequest{ChallengeID: "m1", SourceID: "a"})
-	r := ctDo(t, u, "GET", "/api/v1/instance/m1/a", "")
+	r := do(t, u, "GET", "/api/v1/instance/m1/a", "")
 	ctExpect(t, "deleted instance (REST)", r, 404, ctInstanceNotFound("m1", "a"))
 	ctSame(t, "deleted instance (gRPC)", gcStatusJSON(t, err), string(r.Body))
 
@@ -538,8 +538,8 @@ func TestGRPCBearerTokens(t *testing.T) {
 		ctSame(t, c.name+" (stream)", gcStatusJSON(t, serr), unauth)
 	}
 	// The same refusal over REST.
-	ctExpect(t, "REST without token", ctDo(t, env.URL, "GET", "/api/v1/challenge/x", ""), 401, unauth)
-	if r := ctDo(t, env.URL, "GET", "/healthcheck", ""); r.Status != 200 {
+	ctExpect(t, "REST without token", do(t, env.URL, "GET", "/api/v1/challenge/x", ""), 401, unauth)
+	if r := do(t, env.URL, "GET", "/healthcheck", ""); r.Status != 200 {
 		t.Errorf("health with tokens: %d", r.Status)
 	}
 }

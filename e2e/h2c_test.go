@@ -17,7 +17,7 @@ var h2cClient = func() *http.Client {
 	return &http.Client{Transport: &http.Transport{Protocols: &p}}
 }()
 
-func h2cDo(t testing.TB, env *testenv.Env, method, path, body string) ctResp {
+func h2cDo(t testing.TB, env *testenv.Env, method, path, body string) reply {
 	t.Helper()
 	var r io.Reader
 	if body != "" {
@@ -39,7 +39,7 @@ func h2cDo(t testing.TB, env *testenv.Env, method, path, body string) ctResp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ctResp{resp.StatusCode, resp.Header, b}
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
 // REST keeps working when the platform forwards it as HTTP/2 cleartext (the
@@ -54,11 +54,11 @@ func TestRESTOverH2C(t *testing.T) {
 		t.Fatalf("create instance: %d %s", r.Status, r.Body)
 	}
 	for _, path := range []string{"/api/v1/instance/h/s", "/api/v1/challenge/h"} {
-		h1 := ctDo(t, env.URL, "GET", path, "")
+		h1 := do(t, env.URL, "GET", path, "")
 		ctExpect(t, path, h2cDo(t, env, "GET", path, ""), 200, string(h1.Body))
 	}
 	for _, path := range []string{"/api/v1/challenge", "/api/v1/instance?sourceId=s"} {
-		h1, h2 := ctResults(t, ctDo(t, env.URL, "GET", path, "").Body), ctResults(t, h2cDo(t, env, "GET", path, "").Body)
+		h1, h2 := ctResults(t, do(t, env.URL, "GET", path, "").Body), ctResults(t, h2cDo(t, env, "GET", path, "").Body)
 		if len(h1) != 1 || len(h2) != 1 {
 			t.Fatalf("%s: %d lines over HTTP/1.1, %d over h2c", path, len(h1), len(h2))
 		}

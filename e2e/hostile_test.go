@@ -70,11 +70,11 @@ func (c hostileCase) run(t *testing.T, base string) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	got := secResp{resp.StatusCode, resp.Header, b}
+	got := reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
 	if c.code >= 0 {
 		secError(t, c.name, got, c.status, c.code)
-	} else if got.status != c.status {
-		t.Fatalf("%s: status %d, want %d: %s", c.name, got.status, c.status, b)
+	} else if got.Status != c.status {
+		t.Fatalf("%s: status %d, want %d: %s", c.name, got.Status, c.status, b)
 	}
 	if c.want != "" && !strings.Contains(string(b), c.want) {
 		t.Fatalf("%s: body lacks %q: %s", c.name, c.want, b)
@@ -88,8 +88,8 @@ func TestHostileRequests(t *testing.T) {
 	create := func(id string) {
 		t.Helper()
 		body, _ := json.Marshal(map[string]string{"id": id, "scenario": ref})
-		if r := secDo(t, env.URL, "POST", "/api/v1/challenge", string(body)); r.status != 200 {
-			t.Fatalf("create %q: %d %s", id, r.status, r.body)
+		if r := do(t, env.URL, "POST", "/api/v1/challenge", string(body)); r.Status != 200 {
+			t.Fatalf("create %q: %d %s", id, r.Status, r.Body)
 		}
 	}
 	create("base")
@@ -159,13 +159,13 @@ func TestHostileRequests(t *testing.T) {
 	}
 
 	create(cyrillic)
-	r := secDo(t, env.URL, "GET", "/api/v1/challenge", "")
-	if r.status != 200 || !bytes.Contains(r.body, []byte(`"id":"`+latin+`"`)) || !bytes.Contains(r.body, []byte(`"id":"`+cyrillic+`"`)) {
-		t.Fatalf("confusables are not two challenges: %s", r.body)
+	r := do(t, env.URL, "GET", "/api/v1/challenge", "")
+	if r.Status != 200 || !bytes.Contains(r.Body, []byte(`"id":"`+latin+`"`)) || !bytes.Contains(r.Body, []byte(`"id":"`+cyrillic+`"`)) {
+		t.Fatalf("confusables are not two challenges: %s", r.Body)
 	}
 	for _, id := range []string{"base", latin, cyrillic} {
-		if r := secDo(t, env.URL, "DELETE", "/api/v1/challenge/"+url.PathEscape(id), ""); r.status != 200 {
-			t.Fatalf("delete %q: %d %s", id, r.status, r.body)
+		if r := do(t, env.URL, "DELETE", "/api/v1/challenge/"+url.PathEscape(id), ""); r.Status != 200 {
+			t.Fatalf("delete %q: %d %s", id, r.Status, r.Body)
 		}
 	}
 	env.Wait()
@@ -256,9 +256,9 @@ func TestHostileArtifacts(t *testing.T) {
 	host := env.Registry.Host()
 	mark := "escaped-" + hex.EncodeToString(hostileRandom(t, 6))
 	project := []byte("name: outputs\nruntime: go\n")
-	register := func(ref string) secResp {
+	register := func(ref string) reply {
 		body, _ := json.Marshal(map[string]string{"id": "artifact", "scenario": ref})
-		return secDo(t, env.URL, "POST", "/api/v1/challenge", string(body))
+		return do(t, env.URL, "POST", "/api/v1/challenge", string(body))
 	}
 
 	for _, tc := range []struct {
@@ -279,10 +279,10 @@ func TestHostileArtifacts(t *testing.T) {
 		ref := hostilePush(t, host, strings.ReplaceAll(strings.ToLower(tc.name), " ", "-"), tc.layers)
 		r := register(ref)
 		s := secError(t, tc.name, r, 400, 3)
-		if s.Message != "Scenario does not match specification." || !bytes.Contains(r.body, []byte(tc.want)) {
-			t.Fatalf("%s: %s", tc.name, r.body)
+		if s.Message != "Scenario does not match specification." || !bytes.Contains(r.Body, []byte(tc.want)) {
+			t.Fatalf("%s: %s", tc.name, r.Body)
 		}
-		secNoneOf(t, tc.name, string(r.body), env.Dir, env.App.Config.CacheDir)
+		secNoneOf(t, tc.name, string(r.Body), env.Dir, env.App.Config.CacheDir)
 	}
 	roots := []string{filepath.Dir(env.Dir), filepath.Dir(env.App.Config.CacheDir), "/tmp"}
 	if f := hostileFind(roots, mark); len(f) != 0 {
@@ -312,8 +312,8 @@ func TestHostileArtifacts(t *testing.T) {
 	}
 	layers := append(hostileFiles(t, "outputs"), hostileLayer{"bomb.gz", gz.Bytes()})
 	ref := hostilePush(t, host, "bomb", layers)
-	if r := register(ref); r.status != 200 {
-		t.Fatalf("scenario with a compressed layer: %d %s", r.status, r.body)
+	if r := register(ref); r.Status != 200 {
+		t.Fatalf("scenario with a compressed layer: %d %s", r.Status, r.Body)
 	}
 	bombs := hostileFind([]string{env.Dir, env.App.Config.CacheDir}, "bomb.gz")
 	if len(bombs) == 0 {
@@ -327,8 +327,8 @@ func TestHostileArtifacts(t *testing.T) {
 	// The scenario store holds compiled scenarios as gzipped archives (the
 	// one place challfn decompresses): a bomb there is refused by the same
 	// cap; see shared/scenario's FuzzReadArchive and TestReadArchiveHostile.
-	if r := secDo(t, env.URL, "DELETE", "/api/v1/challenge/artifact", ""); r.status != 200 {
-		t.Fatalf("delete: %d %s", r.status, r.body)
+	if r := do(t, env.URL, "DELETE", "/api/v1/challenge/artifact", ""); r.Status != 200 {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
 	}
 }
 
@@ -381,24 +381,24 @@ func TestHostileSpecialFiles(t *testing.T) {
 func TestHostileNeverExits(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Env: map[string]string{"DEPLOY_TIMEOUT": "5s"}})
 	ref := env.Scenario(t, "hostile")
-	if r := secDo(t, env.URL, "POST", "/api/v1/challenge", `{"id":"hang","scenario":"`+ref+`"}`); r.status != 200 {
-		t.Fatalf("create challenge: %d %s", r.status, r.body)
+	if r := do(t, env.URL, "POST", "/api/v1/challenge", `{"id":"hang","scenario":"`+ref+`"}`); r.Status != 200 {
+		t.Fatalf("create challenge: %d %s", r.Status, r.Body)
 	}
-	r := secDo(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"hang","sourceId":"a","additional":{"mode":"hang"}}`)
-	if r.status/100 != 5 {
-		t.Fatalf("hanging scenario: %d %s", r.status, r.body)
+	r := do(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"hang","sourceId":"a","additional":{"mode":"hang"}}`)
+	if r.Status/100 != 5 {
+		t.Fatalf("hanging scenario: %d %s", r.Status, r.Body)
 	}
 	var s secStatus
-	if err := json.Unmarshal(r.body, &s); err != nil || s.Details == nil || s.Message == "" {
-		t.Fatalf("not in the contract's error shape: %s", r.body)
+	if err := json.Unmarshal(r.Body, &s); err != nil || s.Details == nil || s.Message == "" {
+		t.Fatalf("not in the contract's error shape: %s", r.Body)
 	}
-	secNoneOf(t, "hang answer", string(r.body), "goroutine ", ".go:", testenv.Root(), env.Dir, env.App.Config.CacheDir)
-	t.Logf("hanging scenario answered %d %s", r.status, r.body)
+	secNoneOf(t, "hang answer", string(r.Body), "goroutine ", ".go:", testenv.Root(), env.Dir, env.App.Config.CacheDir)
+	t.Logf("hanging scenario answered %d %s", r.Status, r.Body)
 
 	// No lock is left held: the same source and another one deploy now.
 	for _, src := range []string{"a", "b"} {
-		if r := secDo(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"hang","sourceId":"`+src+`"}`); r.status != 200 {
-			t.Fatalf("create %s after the timeout: %d %s", src, r.status, r.body)
+		if r := do(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"hang","sourceId":"`+src+`"}`); r.Status != 200 {
+			t.Fatalf("create %s after the timeout: %d %s", src, r.Status, r.Body)
 		}
 	}
 	if s := env.Stacks(t); len(s) != 2 {
@@ -414,8 +414,8 @@ func TestHostileNeverExits(t *testing.T) {
 	if len(left) != 0 {
 		t.Fatalf("processes left running: %v", left)
 	}
-	if r := secDo(t, env.URL, "DELETE", "/api/v1/challenge/hang", ""); r.status != 200 {
-		t.Fatalf("delete: %d %s", r.status, r.body)
+	if r := do(t, env.URL, "DELETE", "/api/v1/challenge/hang", ""); r.Status != 200 {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
 	}
 }
 

@@ -203,7 +203,7 @@ func (il *ilRun) do(rng *rand.Rand, kind, method, path, body string) (int, []byt
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
-	r := fltDo(ctx, p.URL, method, path, body)
+	r := send(ctx, p.URL, method, path, body)
 	end := time.Now()
 	il.mu.Lock()
 	if il.stats == nil {
@@ -231,7 +231,7 @@ func (il *ilRun) do(rng *rand.Rand, kind, method, path, body string) (int, []byt
 }
 
 func (il *ilRun) mustOK(what, method, path, body string) []byte {
-	r := fltDo(context.Background(), il.procs[0].URL, method, path, body)
+	r := send(context.Background(), il.procs[0].URL, method, path, body)
 	if r.Err != nil || r.Status != 200 {
 		il.t.Fatalf("%s: %d %v %s", what, r.Status, r.Err, r.Body)
 	}
@@ -386,13 +386,12 @@ func (il *ilRun) janitor(rng *rand.Rand) {
 	}
 }
 
-func ilJanitor(p *fltProc) fltResp {
+func ilJanitor(p *fltProc) reply {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	return fltDoHeaders(ctx, p.URL, "POST", "/janitor", "{}", map[string]string{
-		"Ce-Specversion": "1.0", "Ce-Id": fmt.Sprint(time.Now().UnixNano()), "Ce-Source": "//challfn/test/scheduler",
-		"Ce-Type": "dev.knative.sources.ping", "Content-Type": "application/json",
-	})
+	return send(ctx, p.URL, "POST", "/janitor", "{}",
+		"Ce-Specversion: 1.0", "Ce-Id: "+fmt.Sprint(time.Now().UnixNano()), "Ce-Source: //challfn/test/scheduler",
+		"Ce-Type: dev.knative.sources.ping", "Content-Type: application/json")
 }
 
 // settle lets the system come to rest: the work in flight finishes, the
@@ -479,7 +478,7 @@ func (il *ilRun) check() {
 	// Acknowledged player operations.
 	for key, a := range il.last {
 		cid, sid, _ := strings.Cut(key, "/")
-		r := fltDo(context.Background(), il.procs[0].URL, "GET", "/api/v1/instance/"+cid+"/"+sid, "")
+		r := send(context.Background(), il.procs[0].URL, "GET", "/api/v1/instance/"+cid+"/"+sid, "")
 		switch {
 		case a.op == "delete" && r.Status != 404:
 			il.violate("%s: deleted at %s, GET answers %d %s", key, a.at.Format(time.StampMilli), r.Status, r.Body)

@@ -25,7 +25,7 @@ func lcSeed(b *testing.B, env *testenv.Env, nChall, perChall int, until time.Tim
 	b.Helper()
 	ctx := context.Background()
 	ref := env.Scenario(b, "outputs")
-	lcDo(b, env, "POST", "/api/v1/challenge", `{"id":"seed","scenario":"`+ref+`","timeout":"3600s"}`, http.StatusOK)
+	must(b, env.URL, "POST", "/api/v1/challenge", `{"id":"seed","scenario":"`+ref+`","timeout":"3600s"}`, http.StatusOK)
 	proto, err := env.App.Store.GetChallenge(ctx, "seed")
 	if err != nil {
 		b.Fatal(err)
@@ -160,7 +160,7 @@ func BenchmarkJanitorPoolCeiling(b *testing.B) {
 			ctx := context.Background()
 			if shape.min > 0 {
 				ref := env.Scenario(b, "outputs")
-				lcDo(b, env, "POST", "/api/v1/challenge", `{"id":"ceiling","scenario":"`+ref+`","timeout":"3600s"}`, http.StatusOK)
+				must(b, env.URL, "POST", "/api/v1/challenge", `{"id":"ceiling","scenario":"`+ref+`","timeout":"3600s"}`, http.StatusOK)
 				c, err := env.App.Store.GetChallenge(ctx, "ceiling")
 				if err != nil {
 					b.Fatal(err)

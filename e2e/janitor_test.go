@@ -33,7 +33,7 @@ func TestJanitor(t *testing.T) {
 		ins := lcCreateInstances(t, env, "exp", []string{"a", "b"})
 		a, b := ins["a"], ins["b"]
 		time.Sleep(time.Until(b.Since.Add(2 * time.Second)))
-		renewed := lcDecode[lcInstance](t, lcDo(t, env, "PATCH", "/api/v1/instance/exp/b", "", http.StatusOK))
+		renewed := lcDecode[lcInstance](t, must(t, env.URL, "PATCH", "/api/v1/instance/exp/b", "", http.StatusOK))
 		if !renewed.Until.After(*b.Until) {
 			t.Fatalf("renew did not push until: %v → %v", b.Until, renewed.Until)
 		}
@@ -56,9 +56,7 @@ func TestJanitor(t *testing.T) {
 		}
 		env.Janitor(t)
 
-		if code, body := env.Do(t, "GET", "/api/v1/instance/exp/a", ""); code != http.StatusNotFound {
-			t.Fatalf("expired instance still served: %d %s", code, body)
-		}
+		must(t, env.URL, "GET", "/api/v1/instance/exp/a", "", http.StatusNotFound)
 		if _, err := env.App.Store.InstanceByIdentity(context.Background(), "exp", aIdentity); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("expired instance record: %v", err)
 		}
@@ -67,8 +65,8 @@ func TestJanitor(t *testing.T) {
 			t.Fatalf("after the janitor: %v, want only b's", lcStacksOf(claimed))
 		}
 		lcWantStacks(t, env, lcStacksOf(claimed))
-		lcDo(t, env, "GET", "/api/v1/instance/exp/b", "", http.StatusOK)
-		lcDo(t, env, "DELETE", "/api/v1/challenge/exp", "", http.StatusOK)
+		must(t, env.URL, "GET", "/api/v1/instance/exp/b", "", http.StatusOK)
+		must(t, env.URL, "DELETE", "/api/v1/challenge/exp", "", http.StatusOK)
 		lcWantStacks(t, env, nil)
 	})
 
@@ -145,7 +143,7 @@ func TestJanitor(t *testing.T) {
 			t.Fatalf("expired instances left: %v", lcStacksOf(claimed))
 		}
 		lcWantStacks(t, env, nil)
-		lcDo(t, env, "DELETE", "/api/v1/challenge/exp2", "", http.StatusOK)
+		must(t, env.URL, "DELETE", "/api/v1/challenge/exp2", "", http.StatusOK)
 	})
 
 	t.Run("stack without record", func(t *testing.T) {
@@ -177,11 +175,11 @@ func TestJanitor(t *testing.T) {
 		time.Sleep(1100 * time.Millisecond)
 		env.Janitor(t) // unknown for longer than the grace: destroyed
 		lcWantStacks(t, env, want)
-		got := lcDecode[lcInstance](t, lcDo(t, env, "GET", "/api/v1/instance/repair/live", "", http.StatusOK))
+		got := lcDecode[lcInstance](t, must(t, env.URL, "GET", "/api/v1/instance/repair/live", "", http.StatusOK))
 		if got.ConnectionInfo != live.ConnectionInfo {
 			t.Fatalf("live instance changed: %+v", got)
 		}
-		lcDo(t, env, "DELETE", "/api/v1/challenge/repair", "", http.StatusOK)
+		must(t, env.URL, "DELETE", "/api/v1/challenge/repair", "", http.StatusOK)
 		lcWantStacks(t, env, nil)
 	})
 }

@@ -101,21 +101,10 @@ func (s *loadStats) table(elapsed time.Duration) string {
 		}
 		sort.Strings(st)
 		fmt.Fprintf(&b, "%-34s %7d %7.2f %9s %9s %9s  %s\n", n, len(lat), float64(len(lat))/elapsed.Seconds(),
-			loadPct(lat, 50), loadPct(lat, 99), loadPct(lat, 100), strings.Join(st, " "))
+			quantile(lat, 0.50).Round(time.Millisecond), quantile(lat, 0.99).Round(time.Millisecond), quantile(lat, 1).Round(time.Millisecond), strings.Join(st, " "))
 	}
 	fmt.Fprintf(&b, "%-34s %7d %7.2f\n", "all", total, float64(total)/elapsed.Seconds())
 	return b.String()
-}
-
-func loadPct(sorted []time.Duration, p int) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := (len(sorted)*p + 99) / 100
-	if i < 1 {
-		i = 1
-	}
-	return sorted[i-1].Round(time.Millisecond)
 }
 
 // loadGroup stands for one Knative Service: its processes behind the

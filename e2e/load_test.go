@@ -147,7 +147,7 @@ func TestLoad(t *testing.T) {
 		isTCP[c.ID] = c.TCP
 	}
 	// The pools fill through events before the players come.
-	loadPoll(t, "pools filled", 10*time.Minute, func() error {
+	eventually(t, "pools filled", 10*time.Minute, func() error {
 		broker.Wait()
 		for _, c := range challs {
 			n, err := env.App.Store.PoolCounts(context.Background(), c.ID)
@@ -230,7 +230,7 @@ func TestLoad(t *testing.T) {
 	// pool is back within its bounds (abandoned instances keep expiring, and
 	// each expiry may call for a refill).
 	settleStart, settleRuns := time.Now(), 0
-	loadPoll(t, "pools back within their bounds", 5*time.Minute, func() error {
+	eventually(t, "pools back within their bounds", 5*time.Minute, func() error {
 		janitorTick(settleRuns % 2)
 		settleRuns++
 		broker.Wait()
@@ -316,7 +316,7 @@ func TestLoad(t *testing.T) {
 	// is still and the gauges caught up.
 	var gauges map[string]loadGauge
 	var gaugeCount int64
-	loadPoll(t, "instances gauge = store count", 4*time.Minute, func() error {
+	eventually(t, "instances gauge = store count", 4*time.Minute, func() error {
 		tick := time.Now()
 		janitorTick(0)
 		janitorTick(1)
@@ -747,21 +747,6 @@ func loadDialFlag(connectionInfo string) string {
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSpace(line)
-}
-
-func loadPoll(t testing.TB, what string, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
 }
 
 func loadKeys(t testing.TB, cli *clientv3.Client, prefix string) []string {

@@ -23,7 +23,7 @@ func TestFailuresSayWhy(t *testing.T) {
 	u := env.URL
 	ref := env.Scenario(t, "additional")
 	host, _ := os.Hostname()
-	mustStatus := func(what string, r ctResp, status int) {
+	mustStatus := func(what string, r reply, status int) {
 		t.Helper()
 		if r.Status != status {
 			t.Fatalf("%s: %d %s, want %d", what, r.Status, r.Body, status)
@@ -40,14 +40,14 @@ func TestFailuresSayWhy(t *testing.T) {
 	}
 	mustOK := func(what, method, path, body string) []byte {
 		t.Helper()
-		r := ctDo(t, u, method, path, body)
+		r := do(t, u, method, path, body)
 		mustStatus(what, r, 200)
 		return r.Body
 	}
 	mustOK("register", "POST", "/api/v1/challenge", `{"id":"logs","scenario":"`+ref+`","timeout":"600s"}`)
 
 	t.Run("failed create", func(t *testing.T) {
-		r := ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"logs","sourceId":"s1","additional":{"fail":"on purpose"}}`)
+		r := do(t, u, "POST", "/api/v1/instance", `{"challengeId":"logs","sourceId":"s1","additional":{"fail":"on purpose"}}`)
 		mustStatus("create", r, 500)
 		clean("create", r.Body)
 		m := regexp.MustCompile(`See trace ([0-9a-f]{32})\.`).FindSubmatch(r.Body)
@@ -82,7 +82,7 @@ func TestFailuresSayWhy(t *testing.T) {
 		if err := os.WriteFile(state, []byte("{not a checkpoint"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		r := ctDo(t, u, "PATCH", "/api/v1/challenge/logs", `{"additional":{"k":"v"},"updateMask":"additional"}`)
+		r := do(t, u, "PATCH", "/api/v1/challenge/logs", `{"additional":{"k":"v"},"updateMask":"additional"}`)
 		mustStatus("update", r, 500)
 		clean("update", r.Body)
 		line := oneErrorLine(t, logs, "event io.challfn.instance.update failed", "logs", "")
@@ -91,7 +91,7 @@ func TestFailuresSayWhy(t *testing.T) {
 		}
 		oneErrorLine(t, logs, "challenge update failed", "logs", "")
 
-		r = ctDo(t, u, "DELETE", "/api/v1/instance/logs/s2", "")
+		r = do(t, u, "DELETE", "/api/v1/instance/logs/s2", "")
 		mustStatus("delete", r, 500)
 		clean("delete", r.Body)
 		oneErrorLine(t, logs, "instance deletion failed", "logs", "")
@@ -131,7 +131,7 @@ func TestFailuresSayWhy(t *testing.T) {
 	})
 
 	t.Run("failed preview", func(t *testing.T) {
-		r := ctDo(t, u, "POST", "/api/v1/challenge", `{"id":"logs-preview","scenario":"`+ref+`","additional":{"fail":"preview on purpose"}}`)
+		r := do(t, u, "POST", "/api/v1/challenge", `{"id":"logs-preview","scenario":"`+ref+`","additional":{"fail":"preview on purpose"}}`)
 		mustStatus("register", r, 400)
 		clean("register", r.Body)
 		line := oneErrorLine(t, logs, "challenge creation failed", "logs-preview", "")

@@ -35,12 +35,8 @@ func BenchmarkMonitoringRetrieve(b *testing.B) {
 	defer stack.Close()
 	env := testenv.Start(b, testenv.Options{Events: testenv.Inline})
 	ref := env.Scenario(b, "outputs")
-	if code, body := env.Do(b, "POST", "/api/v1/challenge", `{"id":"bench","scenario":"`+ref+`"}`); code != 200 {
-		b.Fatalf("challenge: %d %s", code, body)
-	}
-	if code, body := env.Do(b, "POST", "/api/v1/instance", `{"challengeId":"bench","sourceId":"1"}`); code != 200 {
-		b.Fatalf("instance: %d %s", code, body)
-	}
+	must(b, env.URL, "POST", "/api/v1/challenge", `{"id":"bench","scenario":"`+ref+`"}`, 200)
+	must(b, env.URL, "POST", "/api/v1/instance", `{"challengeId":"bench","sourceId":"1"}`, 200)
 	common := functionEnv(env)
 	on := startMonitoringFunction(b, tmp, "instance", append(slices.Clone(common), "OTEL_EXPORTER_OTLP_ENDPOINT="+stack.OTLP, "CACHE_DIR="+filepath.Join(tmp, "c1")))
 	off := startMonitoringFunction(b, tmp, "instance", append(slices.Clone(common), "CACHE_DIR="+filepath.Join(tmp, "c2")))
@@ -88,16 +84,10 @@ func BenchmarkMonitoringRetrieve(b *testing.B) {
 		dFlush = append(dFlush, flush())
 	}
 	b.StopTimer()
-	b.ReportMetric(pct(dOn, 50), "p50-export-µs")
-	b.ReportMetric(pct(dOn, 99), "p99-export-µs")
-	b.ReportMetric(pct(dOff, 50), "p50-off-µs")
-	b.ReportMetric(pct(dOff, 99), "p99-off-µs")
-	b.ReportMetric(pct(dFlush, 50), "p50-flush-µs")
-	b.ReportMetric(pct(dFlush, 99), "p99-flush-µs")
-}
-
-func pct(ds []time.Duration, p int) float64 {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return float64(s[(len(s)-1)*p/100].Microseconds())
+	b.ReportMetric(float64(quantile(dOn, 0.50).Microseconds()), "p50-export-µs")
+	b.ReportMetric(float64(quantile(dOn, 0.99).Microseconds()), "p99-export-µs")
+	b.ReportMetric(float64(quantile(dOff, 0.50).Microseconds()), "p50-off-µs")
+	b.ReportMetric(float64(quantile(dOff, 0.99).Microseconds()), "p99-off-µs")
+	b.ReportMetric(float64(quantile(dFlush, 0.50).Microseconds()), "p50-flush-µs")
+	b.ReportMetric(float64(quantile(dFlush, 0.99).Microseconds()), "p99-flush-µs")
 }

@@ -88,7 +88,7 @@ func startMonitoringFunction(t testing.TB, dir, target string, env []string) *mo
 			t.Logf("--- %s log (tail) ---\n%s", target, tailString(string(raw), 3000))
 		}
 	})
-	monitoringPoll(t, target+" health", 30*time.Second, func() error { return getOK(f.URL + "/healthz") })
+	eventually(t, target+" health", 30*time.Second, func() error { return getOK(f.URL + "/healthz") })
 	return f
 }
 

@@ -148,7 +148,7 @@ func TestMonitoring(t *testing.T) {
 
 	// 1. A challenge with a pool of one; its fill deploys in the instance function.
 	mustCall(fn["challenge"], "POST", "/api/v1/challenge", `{"id":"mon","scenario":"`+ref+`","timeout":"30s","min":1}`, "")
-	monitoringPoll(t, "pool filled", 2*time.Minute, func() error {
+	eventually(t, "pool filled", 2*time.Minute, func() error {
 		if _, p := poolCounts(); p != 1 {
 			return fmt.Errorf("pooled %d", p)
 		}
@@ -166,7 +166,7 @@ func TestMonitoring(t *testing.T) {
 	time.AfterFunc(time.Second, func() { _ = held.Release(context.Background()) })
 	createTrace, createTP := newTraceparent()
 	mustCall(fn["instance"], "POST", "/api/v1/instance", `{"challengeId":"mon","sourceId":"1"}`, createTP)
-	monitoringPoll(t, "pool refilled", 2*time.Minute, func() error {
+	eventually(t, "pool refilled", 2*time.Minute, func() error {
 		if c, p := poolCounts(); c != 1 || p != 1 {
 			return fmt.Errorf("claimed %d pooled %d", c, p)
 		}
@@ -177,7 +177,7 @@ func TestMonitoring(t *testing.T) {
 	// keep the instance alive and make the instance function flush (the
 	// counts are read from etcd at most every 15 s per function instance).
 	prom := func(q string) (map[string]float64, error) { return promQuery(stack.Prometheus, q) }
-	monitoringPoll(t, "counts in Prometheus", 90*time.Second, func() error {
+	eventually(t, "counts in Prometheus", 90*time.Second, func() error {
 		mustCall(fn["instance"], "PATCH", "/api/v1/instance/mon/1", `{}`, "")
 		got, err := prom(`max by (pool) (instances{challenge="mon"})`)
 		if err != nil {
@@ -195,7 +195,7 @@ func TestMonitoring(t *testing.T) {
 
 	// 4. Expiry: no more renewals; the janitor finds the instance expired and
 	// its delete event destroys it.
-	monitoringPoll(t, "expired instance deleted by the janitor", 2*time.Minute, func() error {
+	eventually(t, "expired instance deleted by the janitor", 2*time.Minute, func() error {
 		janitorTick(trace.SpanContext{})
 		broker.Wait()
 		if code, _ := call(fn["instance"], "GET", "/api/v1/instance/mon/1", "", ""); code != http.StatusNotFound {
@@ -218,7 +218,7 @@ func TestMonitoring(t *testing.T) {
 	// and etcd calls in the request, and in the pool fill it caused (another
 	// delivery, same trace) the lock, etcd calls, scenario and Pulumi spans.
 	var tr jaegerTrace
-	monitoringPoll(t, "creation trace in Jaeger", time.Minute, func() error {
+	eventually(t, "creation trace in Jaeger", time.Minute, func() error {
 		var err error
 		if tr, err = getTrace(stack.Jaeger, createTrace); err != nil {
 			return err
@@ -288,7 +288,7 @@ func TestMonitoring(t *testing.T) {
 		`sum(traces_span_metrics_calls_total{service_name="challfn-janitor",span_kind="SPAN_KIND_CONSUMER"})`,
 		`sum(traces_span_metrics_duration_milliseconds_count{service_name="challfn-instance",span_name="POST /api/v1/instance"})`,
 	} {
-		monitoringPoll(t, q, 30*time.Second, func() error {
+		eventually(t, q, 30*time.Second, func() error {
 			got, err := prom(q)
 			if err != nil {
 				return err
@@ -304,7 +304,7 @@ func TestMonitoring(t *testing.T) {
 	// so its series is the fresh one; the other functions' series keep their
 	// last value until the collector expires them). The per-challenge series
 	// of a deleted challenge are no longer reported, and linger the same way.
-	monitoringPoll(t, "counts after deletion", 90*time.Second, func() error {
+	eventually(t, "counts after deletion", 90*time.Second, func() error {
 		janitorTick(trace.SpanContext{})
 		got, err := prom(`max(challenges{job="challfn-janitor"})`)
 		if err != nil {
@@ -318,7 +318,7 @@ func TestMonitoring(t *testing.T) {
 
 	// Every rule of the test copy is loaded, and the janitor rule is quiet
 	// while the janitor runs.
-	monitoringPoll(t, "janitor alert inactive while the janitor runs", 30*time.Second, func() error {
+	eventually(t, "janitor alert inactive while the janitor runs", 30*time.Second, func() error {
 		janitorTick(trace.SpanContext{})
 		rs, err := promRules(stack.Prometheus)
 		if err != nil {
@@ -342,7 +342,7 @@ func TestMonitoring(t *testing.T) {
 	tid, _ := trace.TraceIDFromHex(frozenTrace)
 	janitorTick(trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}, TraceFlags: trace.FlagsSampled, Remote: true}))
 	fn["janitor"].signal(syscall.SIGSTOP)
-	monitoringPoll(t, "frozen janitor's spans in Jaeger", 30*time.Second, func() error {
+	eventually(t, "frozen janitor's spans in Jaeger", 30*time.Second, func() error {
 		tr, err := getTrace(stack.Jaeger, frozenTrace)
 		if err != nil {
 			return err
@@ -356,7 +356,7 @@ func TestMonitoring(t *testing.T) {
 	})
 
 	// The janitor stays frozen: its alert fires, and reaches Alertmanager.
-	monitoringPoll(t, "ChallfnJanitorNotRunning firing", 90*time.Second, func() error {
+	eventually(t, "ChallfnJanitorNotRunning firing", 90*time.Second, func() error {
 		rs, err := promRules(stack.Prometheus)
 		if err != nil {
 			return err
@@ -366,7 +366,7 @@ func TestMonitoring(t *testing.T) {
 		}
 		return nil
 	})
-	monitoringPoll(t, "alert in Alertmanager", 30*time.Second, func() error {
+	eventually(t, "alert in Alertmanager", 30*time.Second, func() error {
 		var alerts []struct {
 			Labels map[string]string `json:"labels"`
 		}
@@ -605,20 +605,4 @@ func findLogLine(t *testing.T, file, msg string) map[string]any {
 		}
 	}
 	return nil
-}
-
-// monitoringPoll retries f every 500 ms until it succeeds or d passed.
-func monitoringPoll(t testing.TB, what string, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
 }

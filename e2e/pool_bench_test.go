@@ -3,21 +3,12 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/challfn/challfn/internal/testenv"
 )
-
-func lcMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-func lcPercentile(ds []time.Duration, p float64) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(p*float64(len(s))))]
-}
 
 // BenchmarkPoolClaim: 50 sources create their instance at once, over HTTP,
 // of a challenge whose pool holds 50 deployed instances (min=max=50, so no
@@ -30,15 +21,15 @@ func BenchmarkPoolClaim(b *testing.B) {
 	const n = 50
 	env := testenv.Start(b, testenv.Options{})
 	ref := env.Scenario(b, "outputs")
-	lcDo(b, env, "POST", "/api/v1/challenge", `{"id":"claim","scenario":"`+ref+`","timeout":"3600s","min":"50","max":"50"}`, http.StatusOK)
-	lcDo(b, env, "POST", "/api/v1/challenge", `{"id":"fresh","scenario":"`+ref+`","timeout":"3600s"}`, http.StatusOK)
+	must(b, env.URL, "POST", "/api/v1/challenge", `{"id":"claim","scenario":"`+ref+`","timeout":"3600s","min":"50","max":"50"}`, http.StatusOK)
+	must(b, env.URL, "POST", "/api/v1/challenge", `{"id":"fresh","scenario":"`+ref+`","timeout":"3600s"}`, http.StatusOK)
 	var claims, fresh []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		if i > 0 {
 			for s := range n {
-				lcDo(b, env, "DELETE", fmt.Sprintf("/api/v1/instance/claim/i%d-s%d", i-1, s), "", http.StatusOK)
+				must(b, env.URL, "DELETE", fmt.Sprintf("/api/v1/instance/claim/i%d-s%d", i-1, s), "", http.StatusOK)
 			}
 		}
 		env.Wait()
@@ -54,7 +45,7 @@ func BenchmarkPoolClaim(b *testing.B) {
 			wg.Go(func() {
 				<-ready
 				start := time.Now()
-				lcDo(b, env, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"claim","sourceId":"i%d-s%d"}`, i, s), http.StatusOK)
+				must(b, env.URL, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"claim","sourceId":"i%d-s%d"}`, i, s), http.StatusOK)
 				lat[s] = time.Since(start)
 			})
 		}
@@ -63,7 +54,7 @@ func BenchmarkPoolClaim(b *testing.B) {
 		claims = append(claims, lat...)
 
 		start := time.Now()
-		lcDo(b, env, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"fresh","sourceId":"i%d"}`, i), http.StatusOK)
+		must(b, env.URL, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"fresh","sourceId":"i%d"}`, i), http.StatusOK)
 		fresh = append(fresh, time.Since(start))
 		if _, pooled := lcRecords(b, env, "claim"); len(pooled) != 0 {
 			b.Fatalf("%d pooled instances left: some creates were not claims", len(pooled))
@@ -71,7 +62,7 @@ func BenchmarkPoolClaim(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(lcMS(lcPercentile(claims, 0.50)), "claim-p50-ms")
-	b.ReportMetric(lcMS(lcPercentile(claims, 0.99)), "claim-p99-ms")
-	b.ReportMetric(lcMS(lcPercentile(fresh, 0.50)), "fresh-create-ms")
+	b.ReportMetric(ms(quantile(claims, 0.50)), "claim-p50-ms")
+	b.ReportMetric(ms(quantile(claims, 0.99)), "claim-p99-ms")
+	b.ReportMetric(ms(quantile(fresh, 0.50)), "fresh-create-ms")
 }

@@ -41,16 +41,6 @@ type lcChallenge struct {
 	Max       string       `json:"max"`
 }
 
-// lcDo sends a request and fails the test unless the status is want.
-func lcDo(t testing.TB, env *testenv.Env, method, path, body string, want int) []byte {
-	t.Helper()
-	code, b := env.Do(t, method, path, body)
-	if code != want {
-		t.Fatalf("%s %s %s: %d %s (want %d)", method, path, body, code, b, want)
-	}
-	return b
-}
-
 func lcDecode[T any](t testing.TB, b []byte) T {
 	t.Helper()
 	var v T
@@ -62,12 +52,12 @@ func lcDecode[T any](t testing.TB, b []byte) T {
 
 func lcCreateChallenge(t testing.TB, env *testenv.Env, body string) {
 	t.Helper()
-	lcDo(t, env, "POST", "/api/v1/challenge", body, http.StatusOK)
+	must(t, env.URL, "POST", "/api/v1/challenge", body, http.StatusOK)
 }
 
 func lcCreateInstance(t testing.TB, env *testenv.Env, cid, sid string) lcInstance {
 	t.Helper()
-	b := lcDo(t, env, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":%q,"sourceId":%q}`, cid, sid), http.StatusOK)
+	b := must(t, env.URL, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":%q,"sourceId":%q}`, cid, sid), http.StatusOK)
 	return lcDecode[lcInstance](t, b)
 }
 
@@ -80,13 +70,13 @@ func lcCreateInstances(t testing.TB, env *testenv.Env, cid string, sources []str
 	var wg sync.WaitGroup
 	for _, sid := range sources {
 		wg.Go(func() {
-			code, b := env.Do(t, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":%q,"sourceId":%q}`, cid, sid))
-			if code != http.StatusOK {
-				errs <- fmt.Sprintf("create %s/%s: %d %s", cid, sid, code, b)
+			r := send(context.Background(), env.URL, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":%q,"sourceId":%q}`, cid, sid))
+			if r.Err != nil || r.Status != http.StatusOK {
+				errs <- fmt.Sprintf("create %s/%s: %d %v %s", cid, sid, r.Status, r.Err, r.Body)
 				return
 			}
 			var in lcInstance
-			if err := json.Unmarshal(b, &in); err != nil {
+			if err := json.Unmarshal(r.Body, &in); err != nil {
 				errs <- err.Error()
 				return
 			}
@@ -184,7 +174,7 @@ func TestPoolLifecycle(t *testing.T) {
 		}
 	}
 	// Pooled instances are invisible to the API.
-	if c := lcDecode[lcChallenge](t, lcDo(t, env, "GET", "/api/v1/challenge/pool", "", http.StatusOK)); len(c.Instances) != 0 {
+	if c := lcDecode[lcChallenge](t, must(t, env.URL, "GET", "/api/v1/challenge/pool", "", http.StatusOK)); len(c.Instances) != 0 {
 		t.Fatalf("pooled instances visible: %+v", c.Instances)
 	}
 
@@ -208,7 +198,7 @@ func TestPoolLifecycle(t *testing.T) {
 	lcWantStacks(t, env, lcStacksOf(claimed, pooled))
 
 	// max 4 → 2 with 1 claimed: room for 1 pooled, the surplus is destroyed.
-	lcDo(t, env, "PATCH", "/api/v1/challenge/pool", `{"max":"2","updateMask":"max"}`, http.StatusOK)
+	must(t, env.URL, "PATCH", "/api/v1/challenge/pool", `{"max":"2","updateMask":"max"}`, http.StatusOK)
 	env.Wait()
 	claimed, pooled = lcRecords(t, env, "pool")
 	if len(claimed) != 1 || len(pooled) != 1 {
@@ -242,7 +232,7 @@ func TestPoolLifecycle(t *testing.T) {
 	lcWantStacks(t, env, lcStacksOf(claimed))
 
 	// Deleting the challenge destroys claimed and pooled instances alike.
-	lcDo(t, env, "PATCH", "/api/v1/challenge/pool", `{"min":"1","max":"0","updateMask":"min,max"}`, http.StatusOK)
+	must(t, env.URL, "PATCH", "/api/v1/challenge/pool", `{"min":"1","max":"0","updateMask":"min,max"}`, http.StatusOK)
 	env.Wait()
 	if _, pooled = lcRecords(t, env, "pool"); len(pooled) != 1 {
 		t.Fatalf("after min=1 max=0: %d pooled, want 1", len(pooled))
@@ -268,7 +258,7 @@ func TestPoolLifecycle(t *testing.T) {
 	}
 	lcWantStacks(t, env, lcStacksOf(claimed, pooled))
 
-	lcDo(t, env, "DELETE", "/api/v1/challenge/pool", "", http.StatusOK)
+	must(t, env.URL, "DELETE", "/api/v1/challenge/pool", "", http.StatusOK)
 	env.Wait()
 	lcWantStacks(t, env, nil)
 	if k := env.Keys(t); len(k) != 0 {
@@ -279,7 +269,7 @@ func TestPoolLifecycle(t *testing.T) {
 	// bounds, nor from the janitor.
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
 	lcCreateChallenge(t, env, `{"id":"pool-expired","scenario":"`+ref+`","until":"`+past+`","min":"2"}`)
-	lcDo(t, env, "PATCH", "/api/v1/challenge/pool-expired", `{"min":"3","updateMask":"min"}`, http.StatusOK)
+	must(t, env.URL, "PATCH", "/api/v1/challenge/pool-expired", `{"min":"3","updateMask":"min"}`, http.StatusOK)
 	env.Wait()
 	env.Janitor(t)
 	if claimed, pooled = lcRecords(t, env, "pool-expired"); len(claimed)+len(pooled) != 0 {

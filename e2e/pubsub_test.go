@@ -17,18 +17,6 @@ import (
 	"github.com/challfn/challfn/shared/store"
 )
 
-// lcWaitFor polls cond until it holds or d passes.
-func lcWaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // lcPublish publishes a message the way Cloud Scheduler does to a Pub/Sub
 // target: plain data, no CloudEvents attributes.
 func lcPublish(t testing.TB, emu *pubsubtest.Emulator, topic string, data []byte) {
@@ -78,7 +66,7 @@ func TestPubSubDelivery(t *testing.T) {
 		return func() bool { _, pooled := lcRecords(t, env, "ps"); return len(pooled) == n }
 	}
 	lcCreateChallenge(t, env, `{"id":"ps","scenario":"`+ref+`","timeout":"2s","min":"1"}`)
-	lcWaitFor(t, 90*time.Second, "the pool fill through Pub/Sub", pooledN(1))
+	waitFor(t, 90*time.Second, "the pool fill through Pub/Sub", pooledN(1))
 	_, pooled := lcRecords(t, env, "ps")
 	lcWantStacks(t, env, lcStacksOf(pooled))
 
@@ -86,7 +74,7 @@ func TestPubSubDelivery(t *testing.T) {
 	if a.ConnectionInfo != pooled[0].ConnectionInfo {
 		t.Fatalf("claim not answered from the pool: %+v", a)
 	}
-	lcWaitFor(t, 90*time.Second, "the refill through Pub/Sub", pooledN(1))
+	waitFor(t, 90*time.Second, "the refill through Pub/Sub", pooledN(1))
 	claimed, pooled := lcRecords(t, env, "ps")
 	lcWantStacks(t, env, lcStacksOf(claimed, pooled))
 
@@ -94,11 +82,11 @@ func TestPubSubDelivery(t *testing.T) {
 	// janitor publishes the deletion, the push brings it to /events.
 	time.Sleep(time.Until(a.Until.Add(100 * time.Millisecond)))
 	lcPublish(t, emu, ticks, []byte(fmt.Sprintf(`{"tick":%q}`, time.Now().UTC().Format(time.RFC3339))))
-	lcWaitFor(t, 90*time.Second, "the expiry of a through the janitor tick", func() bool {
+	waitFor(t, 90*time.Second, "the expiry of a through the janitor tick", func() bool {
 		_, err := env.App.Store.InstanceBySource(ctx, "ps", "a")
 		return errors.Is(err, store.ErrNotFound)
 	})
-	lcDo(t, env, "GET", "/api/v1/instance/ps/a", "", http.StatusNotFound)
+	must(t, env.URL, "GET", "/api/v1/instance/ps/a", "", http.StatusNotFound)
 	claimed, pooled = lcRecords(t, env, "ps")
 	if len(claimed) != 0 || len(pooled) != 1 {
 		t.Fatalf("after expiry: %d claimed, %d pooled", len(claimed), len(pooled))
@@ -106,7 +94,7 @@ func TestPubSubDelivery(t *testing.T) {
 	lcWantStacks(t, env, lcStacksOf(pooled))
 
 	// DeleteChallenge fans its deletions out through Pub/Sub and waits.
-	lcDo(t, env, "DELETE", "/api/v1/challenge/ps", "", http.StatusOK)
+	must(t, env.URL, "DELETE", "/api/v1/challenge/ps", "", http.StatusOK)
 	lcWantStacks(t, env, nil)
 	if delivered, dropped := env.Broker.Stats(); delivered+dropped != 0 {
 		t.Fatalf("the in-process broker carried %d events: not delivered through Pub/Sub", delivered+dropped)

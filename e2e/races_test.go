@@ -22,13 +22,13 @@ import (
 func ctCreateRace(t *testing.T, bases []string, cid, sid string, n int) []byte {
 	t.Helper()
 	body := `{"challengeId":"` + cid + `","sourceId":"` + sid + `"}`
-	resps := make([]ctResp, n)
+	resps := make([]reply, n)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			resps[i] = ctDo(t, bases[i%len(bases)], "POST", "/api/v1/instance", body)
+			resps[i] = do(t, bases[i%len(bases)], "POST", "/api/v1/instance", body)
 		})
 	}
 	close(start)
@@ -65,13 +65,13 @@ func ctOneStack(t *testing.T, env *testenv.Env, winner []byte, project string) {
 func TestRaceConcurrentCreates(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ref := env.Scenario(t, "outputs")
-	if r := ctDo(t, env.URL, "POST", "/api/v1/challenge", `{"id":"race","scenario":"`+ref+`","timeout":"600s"}`); r.Status != 200 {
+	if r := do(t, env.URL, "POST", "/api/v1/challenge", `{"id":"race","scenario":"`+ref+`","timeout":"600s"}`); r.Status != 200 {
 		t.Fatalf("challenge: %d %s", r.Status, r.Body)
 	}
 	winner := ctCreateRace(t, []string{env.URL}, "race", "p1", 20)
 	ctOneStack(t, env, winner, "outputs")
-	ctExpect(t, "retrieve winner", ctDo(t, env.URL, "GET", "/api/v1/instance/race/p1", ""), 200, string(winner))
-	ctExpect(t, "delete challenge", ctDo(t, env.URL, "DELETE", "/api/v1/challenge/race", ""), 200, `{}`)
+	ctExpect(t, "retrieve winner", do(t, env.URL, "GET", "/api/v1/instance/race/p1", ""), 200, string(winner))
+	ctExpect(t, "delete challenge", do(t, env.URL, "DELETE", "/api/v1/challenge/race", ""), 200, `{}`)
 	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
@@ -84,18 +84,18 @@ func TestRaceConcurrentCreates(t *testing.T) {
 func ctDeleteRace(t *testing.T, env *testenv.Env, createBases []string, deleteBase, cid string, n int) {
 	t.Helper()
 	ref := env.Scenario(t, "outputs")
-	if r := ctDo(t, createBases[0], "POST", "/api/v1/challenge", `{"id":"`+cid+`","scenario":"`+ref+`","timeout":"600s"}`); r.Status != 200 {
+	if r := do(t, createBases[0], "POST", "/api/v1/challenge", `{"id":"`+cid+`","scenario":"`+ref+`","timeout":"600s"}`); r.Status != 200 {
 		t.Fatalf("challenge: %d %s", r.Status, r.Body)
 	}
 	statuses := make([]int, n)
-	var del ctResp
+	var del reply
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
 			// Spread over ~1.2 s: some creates are deploying when the delete
 			// arrives, some arrive while it runs, some after.
 			time.Sleep(time.Duration(i) * 1200 * time.Millisecond / time.Duration(n))
-			r := ctDo(t, createBases[i%len(createBases)], "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":%q,"sourceId":"src%d"}`, cid, i))
+			r := do(t, createBases[i%len(createBases)], "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":%q,"sourceId":"src%d"}`, cid, i))
 			statuses[i] = r.Status
 			if r.Status == 404 {
 				ctSame(t, "create on a deleted challenge", r.Body, ctChallengeNotFound(cid))
@@ -104,7 +104,7 @@ func ctDeleteRace(t *testing.T, env *testenv.Env, createBases []string, deleteBa
 	}
 	wg.Go(func() {
 		time.Sleep(400 * time.Millisecond)
-		del = ctDo(t, deleteBase, "DELETE", "/api/v1/challenge/"+cid, "")
+		del = do(t, deleteBase, "DELETE", "/api/v1/challenge/"+cid, "")
 	})
 	wg.Wait()
 	t.Logf("creates racing the delete of %s: %v; delete: %d %s", cid, statuses, del.Status, del.Body)
@@ -117,7 +117,7 @@ func ctDeleteRace(t *testing.T, env *testenv.Env, createBases []string, deleteBa
 		t.Fatalf("delete: %d %s", del.Status, del.Body)
 	}
 	env.Wait()
-	if r := ctDo(t, deleteBase, "GET", "/api/v1/challenge/"+cid, ""); r.Status != 404 {
+	if r := do(t, deleteBase, "GET", "/api/v1/challenge/"+cid, ""); r.Status != 404 {
 		t.Errorf("challenge still there: %d %s", r.Status, r.Body)
 	}
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
@@ -144,23 +144,23 @@ func TestRaceTwoProcesses(t *testing.T) {
 	ref := env1.Scenario(t, "outputs")
 
 	// The challenge registered through the other process is visible here.
-	if r := ctDo(t, procChallenge, "POST", "/api/v1/challenge", `{"id":"two","scenario":"`+ref+`","timeout":"600s"}`); r.Status != 200 {
+	if r := do(t, procChallenge, "POST", "/api/v1/challenge", `{"id":"two","scenario":"`+ref+`","timeout":"600s"}`); r.Status != 200 {
 		t.Fatalf("challenge through the challenge process: %d %s", r.Status, r.Body)
 	}
-	if r := ctDo(t, env2.URL, "GET", "/api/v1/challenge/two", ""); r.Status != 200 {
+	if r := do(t, env2.URL, "GET", "/api/v1/challenge/two", ""); r.Status != 200 {
 		t.Fatalf("challenge seen by the second handlers: %d %s", r.Status, r.Body)
 	}
 	winner := ctCreateRace(t, []string{env1.URL, env2.URL, procInstance}, "two", "p1", 21)
 	ctOneStack(t, env1, winner, "outputs")
 	for _, base := range []string{env1.URL, env2.URL, procInstance} {
-		ctExpect(t, "retrieve winner from "+base, ctDo(t, base, "GET", "/api/v1/instance/two/p1", ""), 200, string(winner))
+		ctExpect(t, "retrieve winner from "+base, do(t, base, "GET", "/api/v1/instance/two/p1", ""), 200, string(winner))
 	}
 	// Deleted by the OS process, from the state the winner left.
-	ctExpect(t, "delete instance in the other process", ctDo(t, procInstance, "DELETE", "/api/v1/instance/two/p1", ""), 200, `{}`)
+	ctExpect(t, "delete instance in the other process", do(t, procInstance, "DELETE", "/api/v1/instance/two/p1", ""), 200, `{}`)
 	if s := env1.Stacks(t); len(s) != 0 {
 		t.Fatalf("stacks left after delete by another process: %v", s)
 	}
-	ctExpect(t, "delete challenge", ctDo(t, env2.URL, "DELETE", "/api/v1/challenge/two", ""), 200, `{}`)
+	ctExpect(t, "delete challenge", do(t, env2.URL, "DELETE", "/api/v1/challenge/two", ""), 200, `{}`)
 
 	ctDeleteRace(t, env1, []string{env1.URL, procInstance, env2.URL}, procChallenge, "two-del", 9)
 }
@@ -218,7 +218,7 @@ func ctStartFunctions(t *testing.T, env *testenv.Env) (instanceURL, challengeURL
 		base := "http://127.0.0.1:" + port
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			req, _ := ctClient.Get(base + "/healthcheck")
+			req, _ := httpClient.Get(base + "/healthcheck")
 			if req != nil {
 				req.Body.Close()
 				if req.StatusCode == 200 {
@@ -257,18 +257,18 @@ func TestRaceConcurrentDeletes(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ref := env.Scenario(t, "outputs")
 	u := env.URL
-	if r := ctDo(t, u, "POST", "/api/v1/challenge", `{"id":"rdi","scenario":"`+ref+`","timeout":"600s"}`); r.Status != 200 {
+	if r := do(t, u, "POST", "/api/v1/challenge", `{"id":"rdi","scenario":"`+ref+`","timeout":"600s"}`); r.Status != 200 {
 		t.Fatalf("challenge: %d %s", r.Status, r.Body)
 	}
-	if r := ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"rdi","sourceId":"p"}`); r.Status != 200 {
+	if r := do(t, u, "POST", "/api/v1/instance", `{"challengeId":"rdi","sourceId":"p"}`); r.Status != 200 {
 		t.Fatalf("instance: %d %s", r.Status, r.Body)
 	}
-	race := func(n int, method, path, body string) []ctResp {
-		out := make([]ctResp, n)
+	race := func(n int, method, path, body string) []reply {
+		out := make([]reply, n)
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for i := range n {
-			wg.Go(func() { <-start; out[i] = ctDo(t, u, method, path, body) })
+			wg.Go(func() { <-start; out[i] = do(t, u, method, path, body) })
 		}
 		close(start)
 		wg.Wait()

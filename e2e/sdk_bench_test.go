@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -39,12 +38,12 @@ func BenchmarkFirstInstance(b *testing.B) {
 				ref := env.PushDir(b, dir, fmt.Sprintf("%s-v%d", shape.scenario, n))
 				cid := fmt.Sprintf("first-%s-%d", shape.scenario, n)
 				start := time.Now()
-				r := ctDo(b, env.URL, "POST", "/api/v1/challenge", `{"id":"`+cid+`","scenario":"`+ref+`","additional":{"host":"ctf.example"}}`)
+				r := do(b, env.URL, "POST", "/api/v1/challenge", `{"id":"`+cid+`","scenario":"`+ref+`","additional":{"host":"ctf.example"}}`)
 				if r.Status != 200 {
 					b.Fatalf("register: %d %s", r.Status, r.Body)
 				}
 				registered := time.Now()
-				r = ctDo(b, env.URL, "POST", "/api/v1/instance", `{"challengeId":"`+cid+`","sourceId":"p"}`)
+				r = do(b, env.URL, "POST", "/api/v1/instance", `{"challengeId":"`+cid+`","sourceId":"p"}`)
 				if r.Status != 200 {
 					b.Fatalf("create: %d %s", r.Status, r.Body)
 				}
@@ -52,7 +51,7 @@ func BenchmarkFirstInstance(b *testing.B) {
 				end := time.Now()
 				total, reg, create = append(total, end.Sub(start)), append(reg, registered.Sub(start)), append(create, end.Sub(registered))
 				b.StopTimer()
-				ctDo(b, env.URL, "DELETE", "/api/v1/challenge/"+cid, "")
+				do(b, env.URL, "DELETE", "/api/v1/challenge/"+cid, "")
 				b.StartTimer()
 			}
 			b.ReportMetric(median(total).Seconds(), "median-s")
@@ -60,10 +59,4 @@ func BenchmarkFirstInstance(b *testing.B) {
 			b.ReportMetric(median(create).Seconds(), "create-s")
 		})
 	}
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

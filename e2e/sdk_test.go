@@ -64,25 +64,25 @@ func TestSDKScenarios(t *testing.T) {
 			t.Parallel()
 			ref := env.Scenario(t, s.scenario)
 			cid := "shape-" + s.scenario
-			r := ctDo(t, u, "POST", "/api/v1/challenge", `{"id":"`+cid+`","scenario":"`+ref+`","timeout":"600s","additional":{"host":"ctf.example"},"min":1,"max":3}`)
+			r := do(t, u, "POST", "/api/v1/challenge", `{"id":"`+cid+`","scenario":"`+ref+`","timeout":"600s","additional":{"host":"ctf.example"},"min":1,"max":3}`)
 			if r.Status != 200 {
 				t.Fatalf("register: %d %s", r.Status, r.Body)
 			}
-			r = ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"`+cid+`","sourceId":"fresh"}`)
+			r = do(t, u, "POST", "/api/v1/instance", `{"challengeId":"`+cid+`","sourceId":"fresh"}`)
 			if r.Status != 200 {
 				t.Fatalf("create: %d %s", r.Status, r.Body)
 			}
 			id := s.check(t, "create", r.Body)
-			r = ctDo(t, u, "GET", "/api/v1/instance/"+cid+"/fresh", "")
+			r = do(t, u, "GET", "/api/v1/instance/"+cid+"/fresh", "")
 			if r.Status != 200 || s.check(t, "retrieve", r.Body) != id {
 				t.Fatalf("retrieve: %d %s", r.Status, r.Body)
 			}
 			for _, strategy := range []string{"update_in_place", "blue_green", "recreate"} {
-				r = ctDo(t, u, "PATCH", "/api/v1/challenge/"+cid, `{"additional":{"host":"ctf.example","round":"`+strategy+`"},"updateMask":"additional","updateStrategy":"`+strategy+`"}`)
+				r = do(t, u, "PATCH", "/api/v1/challenge/"+cid, `{"additional":{"host":"ctf.example","round":"`+strategy+`"},"updateMask":"additional","updateStrategy":"`+strategy+`"}`)
 				if r.Status != 200 {
 					t.Fatalf("%s: %d %s", strategy, r.Status, r.Body)
 				}
-				r = ctDo(t, u, "GET", "/api/v1/instance/"+cid+"/fresh", "")
+				r = do(t, u, "GET", "/api/v1/instance/"+cid+"/fresh", "")
 				if r.Status != 200 {
 					t.Fatalf("retrieve after %s: %d %s", strategy, r.Status, r.Body)
 				}
@@ -93,17 +93,17 @@ func TestSDKScenarios(t *testing.T) {
 				id = newID
 			}
 			// The pooled instance was updated too: a claim gets the shape's outputs.
-			r = ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"`+cid+`","sourceId":"pooled"}`)
+			r = do(t, u, "POST", "/api/v1/instance", `{"challengeId":"`+cid+`","sourceId":"pooled"}`)
 			if r.Status != 200 {
 				t.Fatalf("claim: %d %s", r.Status, r.Body)
 			}
 			s.check(t, "claim", r.Body)
 			for _, sid := range []string{"fresh", "pooled"} {
-				if r = ctDo(t, u, "DELETE", "/api/v1/instance/"+cid+"/"+sid, ""); r.Status != 200 || string(r.Body) != "{}" {
+				if r = do(t, u, "DELETE", "/api/v1/instance/"+cid+"/"+sid, ""); r.Status != 200 || string(r.Body) != "{}" {
 					t.Fatalf("delete %s: %d %s", sid, r.Status, r.Body)
 				}
 			}
-			if r = ctDo(t, u, "DELETE", "/api/v1/challenge/"+cid, ""); r.Status != 200 {
+			if r = do(t, u, "DELETE", "/api/v1/challenge/"+cid, ""); r.Status != 200 {
 				t.Fatalf("delete challenge: %d %s", r.Status, r.Body)
 			}
 		})

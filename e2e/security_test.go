@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -43,39 +42,6 @@ func (s *secBuffer) String() string {
 	return s.b.String()
 }
 
-type secResp struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-// secDo sends one request with headers given as "Key: value" strings.
-func secDo(t testing.TB, base, method, path, body string, hdr ...string) secResp {
-	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, base+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hdr {
-		k, v, _ := strings.Cut(h, ": ")
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return secResp{resp.StatusCode, resp.Header, b}
-}
-
 type secStatus struct {
 	Code    int               `json:"code"`
 	Message string            `json:"message"`
@@ -84,19 +50,19 @@ type secStatus struct {
 
 // secError checks that b is a google.rpc.Status body (the contract's error
 // shape) with the given code and returns it.
-func secError(t testing.TB, what string, r secResp, status, code int) secStatus {
+func secError(t testing.TB, what string, r reply, status, code int) secStatus {
 	t.Helper()
 	var s secStatus
-	if r.status != status {
-		t.Fatalf("%s: status %d, want %d: %s", what, r.status, status, r.body)
+	if r.Status != status {
+		t.Fatalf("%s: status %d, want %d: %s", what, r.Status, status, r.Body)
 	}
-	if err := json.Unmarshal(r.body, &s); err != nil || s.Details == nil || s.Message == "" {
-		t.Fatalf("%s: not in the contract's error shape (%v): %s", what, err, r.body)
+	if err := json.Unmarshal(r.Body, &s); err != nil || s.Details == nil || s.Message == "" {
+		t.Fatalf("%s: not in the contract's error shape (%v): %s", what, err, r.Body)
 	}
 	if s.Code != code {
-		t.Fatalf("%s: code %d, want %d: %s", what, s.Code, code, r.body)
+		t.Fatalf("%s: code %d, want %d: %s", what, s.Code, code, r.Body)
 	}
-	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("%s: Content-Type %q", what, ct)
 	}
 	return s
@@ -163,11 +129,11 @@ func TestSecurityBearerTokens(t *testing.T) {
 			if auth.header != "" {
 				hdr = append(append([]string{}, hdr...), auth.header)
 			}
-			r := secDo(t, env.URL, rt.method, rt.path, rt.body, hdr...)
+			r := do(t, env.URL, rt.method, rt.path, rt.body, hdr...)
 			what := auth.name + ": " + rt.method + " " + rt.path
 			s := secError(t, what, r, http.StatusUnauthorized, 16)
-			if s.Message != "Unauthenticated." || !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
-				t.Fatalf("%s: %s (WWW-Authenticate %q)", what, r.body, r.header.Get("WWW-Authenticate"))
+			if s.Message != "Unauthenticated." || !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Bearer") {
+				t.Fatalf("%s: %s (WWW-Authenticate %q)", what, r.Body, r.Header.Get("WWW-Authenticate"))
 			}
 		}
 	}
@@ -177,8 +143,8 @@ func TestSecurityBearerTokens(t *testing.T) {
 	}
 
 	// The health endpoint stays open for probes.
-	if r := secDo(t, env.URL, "GET", "/healthcheck", ""); r.status != 200 {
-		t.Fatalf("healthcheck without a token: %d %s", r.status, r.body)
+	if r := do(t, env.URL, "GET", "/healthcheck", ""); r.Status != 200 {
+		t.Fatalf("healthcheck without a token: %d %s", r.Status, r.Body)
 	}
 
 	// Both tokens of a rotation work, on every kind of route.
@@ -187,18 +153,18 @@ func TestSecurityBearerTokens(t *testing.T) {
 		id := []string{"tok-a", "tok-b"}[i]
 		// min 1: the pool fill travels as an event through the broker to
 		// /events, which must get through the token check too.
-		if r := secDo(t, env.URL, "POST", "/api/v1/challenge", `{"id":"`+id+`","scenario":"`+ref+`","min":1,"max":2}`, auth); r.status != 200 {
-			t.Fatalf("create challenge with %s: %d %s", tok, r.status, r.body)
+		if r := do(t, env.URL, "POST", "/api/v1/challenge", `{"id":"`+id+`","scenario":"`+ref+`","min":1,"max":2}`, auth); r.Status != 200 {
+			t.Fatalf("create challenge with %s: %d %s", tok, r.Status, r.Body)
 		}
 		env.Wait()
-		if r := secDo(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"`+id+`","sourceId":"s"}`, auth); r.status != 200 {
-			t.Fatalf("create instance with %s: %d %s", tok, r.status, r.body)
+		if r := do(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"`+id+`","sourceId":"s"}`, auth); r.Status != 200 {
+			t.Fatalf("create instance with %s: %d %s", tok, r.Status, r.Body)
 		}
-		if r := secDo(t, env.URL, "GET", "/api/v1/instance/"+id+"/s", "", auth); r.status != 200 {
-			t.Fatalf("retrieve instance with %s: %d %s", tok, r.status, r.body)
+		if r := do(t, env.URL, "GET", "/api/v1/instance/"+id+"/s", "", auth); r.Status != 200 {
+			t.Fatalf("retrieve instance with %s: %d %s", tok, r.Status, r.Body)
 		}
-		if r := secDo(t, env.URL, "GET", "/api/v1/challenge", "", auth); r.status != 200 || !bytes.Contains(r.body, []byte(id)) {
-			t.Fatalf("query challenges with %s: %d %s", tok, r.status, r.body)
+		if r := do(t, env.URL, "GET", "/api/v1/challenge", "", auth); r.Status != 200 || !bytes.Contains(r.Body, []byte(id)) {
+			t.Fatalf("query challenges with %s: %d %s", tok, r.Status, r.Body)
 		}
 	}
 	env.Wait()
@@ -212,16 +178,16 @@ func TestSecurityBearerTokens(t *testing.T) {
 	// A garbage event with the right token is refused for what it is (400),
 	// not for lack of a token.
 	auth := "Authorization: Bearer " + newTok
-	if r := secDo(t, env.URL, "POST", instance.EventsPath, `{"nope":`, append(ce(events.TypePoolFill), auth)...); r.status != 400 {
-		t.Fatalf("malformed event with the token: %d %s", r.status, r.body)
+	if r := do(t, env.URL, "POST", instance.EventsPath, `{"nope":`, append(ce(events.TypePoolFill), auth)...); r.Status != 400 {
+		t.Fatalf("malformed event with the token: %d %s", r.Status, r.Body)
 	}
-	if r := secDo(t, env.URL, "POST", allinone.JanitorPath, `{}`, append(ce(events.TypeJanitorRun), auth)...); r.status/100 != 2 {
-		t.Fatalf("janitor with the token: %d %s", r.status, r.body)
+	if r := do(t, env.URL, "POST", allinone.JanitorPath, `{}`, append(ce(events.TypeJanitorRun), auth)...); r.Status/100 != 2 {
+		t.Fatalf("janitor with the token: %d %s", r.Status, r.Body)
 	}
 	env.Wait()
 	for _, id := range []string{"tok-a", "tok-b"} {
-		if r := secDo(t, env.URL, "DELETE", "/api/v1/challenge/"+id, "", auth); r.status != 200 {
-			t.Fatalf("delete %s: %d %s", id, r.status, r.body)
+		if r := do(t, env.URL, "DELETE", "/api/v1/challenge/"+id, "", auth); r.Status != 200 {
+			t.Fatalf("delete %s: %d %s", id, r.Status, r.Body)
 		}
 	}
 	env.Wait()
@@ -242,8 +208,8 @@ func TestSecurityRegistryAllowList(t *testing.T) {
 		"OCI_ALLOWED_REGISTRIES": "registry.example.com, " + strings.ToUpper(reg.Host()),
 	}})
 	ref := env.Scenario(t, "outputs")
-	if r := secDo(t, env.URL, "POST", "/api/v1/challenge", `{"id":"allowed","scenario":"`+ref+`"}`); r.status != 200 {
-		t.Fatalf("allowed registry: %d %s", r.status, r.body)
+	if r := do(t, env.URL, "POST", "/api/v1/challenge", `{"id":"allowed","scenario":"`+ref+`"}`); r.Status != 200 {
+		t.Fatalf("allowed registry: %d %s", r.Status, r.Body)
 	}
 
 	// Another registry that serves the very same scenario is refused before
@@ -265,17 +231,17 @@ func TestSecurityRegistryAllowList(t *testing.T) {
 		{"allowed host as a path prefix", "registry.example.com.evil.test/x:latest"},
 	} {
 		body, _ := json.Marshal(map[string]string{"id": "refused", "scenario": tc.ref})
-		r := secDo(t, env.URL, "POST", "/api/v1/challenge", string(body))
+		r := do(t, env.URL, "POST", "/api/v1/challenge", string(body))
 		s := secError(t, tc.name, r, http.StatusBadRequest, 3)
-		if s.Message != "Scenario does not match specification." || !bytes.Contains(r.body, []byte("not in the allowed registries")) {
-			t.Fatalf("%s: %s", tc.name, r.body)
+		if s.Message != "Scenario does not match specification." || !bytes.Contains(r.Body, []byte("not in the allowed registries")) {
+			t.Fatalf("%s: %s", tc.name, r.Body)
 		}
 	}
 	// Updating an allowed challenge to a refused registry is refused too.
 	body, _ := json.Marshal(map[string]string{"scenario": otherRef, "updateMask": "scenario"})
-	secError(t, "update to another registry", secDo(t, env.URL, "PATCH", "/api/v1/challenge/allowed", string(body)), http.StatusBadRequest, 3)
-	if r := secDo(t, env.URL, "DELETE", "/api/v1/challenge/allowed", ""); r.status != 200 {
-		t.Fatalf("delete: %d %s", r.status, r.body)
+	secError(t, "update to another registry", do(t, env.URL, "PATCH", "/api/v1/challenge/allowed", string(body)), http.StatusBadRequest, 3)
+	if r := do(t, env.URL, "DELETE", "/api/v1/challenge/allowed", ""); r.Status != 200 {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
 	}
 	if k := env.Keys(t); len(k) != 0 {
 		t.Fatalf("keys left: %v", k)
@@ -313,10 +279,10 @@ func TestSecurityRegistryCredentials(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := &secBuffer{}
 			env := testenv.Start(t, testenv.Options{Registry: reg, Env: tc.env, Log: logs})
-			r := secDo(t, env.URL, "POST", "/api/v1/challenge", `{"id":"creds","scenario":"`+ref+`"}`)
+			r := do(t, env.URL, "POST", "/api/v1/challenge", `{"id":"creds","scenario":"`+ref+`"}`)
 			if tc.status == 200 {
-				if r.status != 200 {
-					t.Fatalf("%d %s", r.status, r.body)
+				if r.Status != 200 {
+					t.Fatalf("%d %s", r.Status, r.Body)
 				}
 			} else {
 				s := secError(t, tc.name, r, tc.status, 9)
@@ -324,7 +290,7 @@ func TestSecurityRegistryCredentials(t *testing.T) {
 					t.Fatalf("message %q", s.Message)
 				}
 			}
-			secNoneOf(t, "answer", string(r.body), pass, wrong)
+			secNoneOf(t, "answer", string(r.Body), pass, wrong)
 			secNoneOf(t, "logs", logs.String(), pass, wrong)
 		})
 	}
@@ -346,18 +312,18 @@ func TestSecurityScenarioSees(t *testing.T) {
 	const passphrase = "passphrase-Jw57k"
 	env := testenv.Start(t, testenv.Options{Env: map[string]string{"PULUMI_CONFIG_PASSPHRASE": passphrase}})
 	ref := env.Scenario(t, "hostile")
-	if r := secDo(t, env.URL, "POST", "/api/v1/challenge", `{"id":"sees","scenario":"`+ref+`","additional":{"chall":"value-Pd30"}}`); r.status != 200 {
-		t.Fatalf("create challenge: %d %s", r.status, r.body)
+	if r := do(t, env.URL, "POST", "/api/v1/challenge", `{"id":"sees","scenario":"`+ref+`","additional":{"chall":"value-Pd30"}}`); r.Status != 200 {
+		t.Fatalf("create challenge: %d %s", r.Status, r.Body)
 	}
 	const source = "team-source-id-Ux94"
-	r := secDo(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"sees","sourceId":"`+source+`","additional":{"mode":"dump"}}`)
-	if r.status != 200 {
-		t.Fatalf("create instance: %d %s", r.status, r.body)
+	r := do(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"sees","sourceId":"`+source+`","additional":{"mode":"dump"}}`)
+	if r.Status != 200 {
+		t.Fatalf("create instance: %d %s", r.Status, r.Body)
 	}
 	var in struct {
 		ConnectionInfo string `json:"connectionInfo"`
 	}
-	if err := json.Unmarshal(r.body, &in); err != nil {
+	if err := json.Unmarshal(r.Body, &in); err != nil {
 		t.Fatal(err)
 	}
 	var seen struct {
@@ -374,8 +340,8 @@ func TestSecurityScenarioSees(t *testing.T) {
 	}
 	secNoneOf(t, "what the scenario sees", in.ConnectionInfo, source, passphrase,
 		secrets["API_TOKENS"], secrets["OCI_USERNAME"], secrets["OCI_PASSWORD"], secrets["ETCD_PASSWORD"])
-	if r := secDo(t, env.URL, "DELETE", "/api/v1/challenge/sees", ""); r.status != 200 {
-		t.Fatalf("delete: %d %s", r.status, r.body)
+	if r := do(t, env.URL, "DELETE", "/api/v1/challenge/sees", ""); r.Status != 200 {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
 	}
 }
 
@@ -400,19 +366,19 @@ func TestSecurityErrorMessages(t *testing.T) {
 			// carries the program's error (what a ChallMaker needs to fix it),
 			// but no internal path or stack.
 			failing := env.Scenario(t, "failing")
-			r := secDo(t, env.URL, "POST", "/api/v1/challenge", `{"id":"failing","scenario":"`+failing+`"}`)
+			r := do(t, env.URL, "POST", "/api/v1/challenge", `{"id":"failing","scenario":"`+failing+`"}`)
 			s := secError(t, "failing scenario", r, 400, 3)
-			if s.Message != "Scenario does not match specification." || !bytes.Contains(r.body, []byte("this scenario fails on purpose")) {
-				t.Fatalf("failing scenario: %s", r.body)
+			if s.Message != "Scenario does not match specification." || !bytes.Contains(r.Body, []byte("this scenario fails on purpose")) {
+				t.Fatalf("failing scenario: %s", r.Body)
 			}
-			secNoneOf(t, "failing scenario answer", string(r.body), internal...)
+			secNoneOf(t, "failing scenario answer", string(r.Body), internal...)
 
 			hostile := env.Scenario(t, "hostile")
-			if r := secDo(t, env.URL, "POST", "/api/v1/challenge", `{"id":"hostile","scenario":"`+hostile+`"}`); r.status != 200 {
-				t.Fatalf("create challenge: %d %s", r.status, r.body)
+			if r := do(t, env.URL, "POST", "/api/v1/challenge", `{"id":"hostile","scenario":"`+hostile+`"}`); r.Status != 200 {
+				t.Fatalf("create challenge: %d %s", r.Status, r.Body)
 			}
 			for _, mode := range []string{"leak", "panic"} {
-				r := secDo(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"hostile","sourceId":"`+mode+`","additional":{"mode":"`+mode+`"}}`)
+				r := do(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"hostile","sourceId":"`+mode+`","additional":{"mode":"`+mode+`"}}`)
 				s := secError(t, mode, r, 500, 2)
 				if !strings.HasPrefix(s.Message, "Deployment of the instance failed") {
 					t.Fatalf("%s: message %q", mode, s.Message)
@@ -423,9 +389,9 @@ func TestSecurityErrorMessages(t *testing.T) {
 						t.Fatalf("%s with debug: the message does not carry the engine summary: %q", mode, s.Message)
 					}
 				} else {
-					secNoneOf(t, mode+" answer", string(r.body), append(internal, "LEAK")...)
+					secNoneOf(t, mode+" answer", string(r.Body), append(internal, "LEAK")...)
 				}
-				secNoneOf(t, mode+" answer", string(r.body), passphrase, "oci-pass-Gs17d")
+				secNoneOf(t, mode+" answer", string(r.Body), passphrase, "oci-pass-Gs17d")
 			}
 			if s := env.Stacks(t); len(s) != 0 {
 				t.Fatalf("failed creates left stacks: %v", s)

@@ -12,13 +12,8 @@ import (
 func TestSmokeLifecycle(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ref := env.Scenario(t, "outputs")
-	if code, body := env.Do(t, "POST", "/api/v1/challenge", `{"id":"smoke","scenario":"`+ref+`","timeout":"600s"}`); code != http.StatusOK {
-		t.Fatalf("create challenge: %d %s", code, body)
-	}
-	code, body := env.Do(t, "POST", "/api/v1/instance", `{"challengeId":"smoke","sourceId":"1"}`)
-	if code != http.StatusOK {
-		t.Fatalf("create instance: %d %s", code, body)
-	}
+	must(t, env.URL, "POST", "/api/v1/challenge", `{"id":"smoke","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
+	body := must(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"smoke","sourceId":"1"}`, http.StatusOK)
 	var in struct {
 		ConnectionInfo string   `json:"connectionInfo"`
 		Flags          []string `json:"flags"`
@@ -29,8 +24,8 @@ func TestSmokeLifecycle(t *testing.T) {
 	if len(env.Stacks(t)) != 1 {
 		t.Fatalf("stacks: %v", env.Stacks(t))
 	}
-	if code, body := env.Do(t, "DELETE", "/api/v1/challenge/smoke", ""); code != http.StatusOK || string(body) != "{}" {
-		t.Fatalf("delete challenge: %d %s", code, body)
+	if body := must(t, env.URL, "DELETE", "/api/v1/challenge/smoke", "", http.StatusOK); string(body) != "{}" {
+		t.Fatalf("delete challenge: %s", body)
 	}
 	if s := env.Stacks(t); len(s) != 0 {
 		t.Fatalf("stacks left: %v", s)

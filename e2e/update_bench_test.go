@@ -22,7 +22,7 @@ func BenchmarkHotUpdate50(b *testing.B) {
 	const n = 50
 	env := testenv.Start(b, testenv.Options{})
 	ref := env.Scenario(b, "additional")
-	lcDo(b, env, "POST", "/api/v1/challenge", `{"id":"hu","scenario":"`+ref+`","timeout":"3600s"}`, http.StatusOK)
+	must(b, env.URL, "POST", "/api/v1/challenge", `{"id":"hu","scenario":"`+ref+`","timeout":"3600s"}`, http.StatusOK)
 	var sources []string
 	for s := range n {
 		sources = append(sources, fmt.Sprintf("s%02d", s))
@@ -37,7 +37,7 @@ func BenchmarkHotUpdate50(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		res := lcDecode[lcChallenge](b, lcDo(b, env, "PATCH", "/api/v1/challenge/hu",
+		res := lcDecode[lcChallenge](b, must(b, env.URL, "PATCH", "/api/v1/challenge/hu",
 			fmt.Sprintf(`{"additional":{"round":"p%d"},"updateMask":"additional","updateStrategy":"update_in_place"}`, i), http.StatusOK))
 		fanout += time.Since(start)
 		for _, in := range res.Instances {

@@ -103,7 +103,7 @@ func TestHotUpdate(t *testing.T) {
 			}
 			body := `{` + r.body + `,"updateStrategy":"` + r.strategy + `"}`
 			start := time.Now()
-			res := lcDecode[lcChallenge](t, lcDo(t, env, "PATCH", "/api/v1/challenge/hot", body, http.StatusOK))
+			res := lcDecode[lcChallenge](t, must(t, env.URL, "PATCH", "/api/v1/challenge/hot", body, http.StatusOK))
 			t.Logf("PATCH %s of 20 instances: %v", r.strategy, time.Since(start))
 			env.Wait()
 
@@ -161,7 +161,7 @@ func TestHotUpdate(t *testing.T) {
 			if i == 0 {
 				// The identical update again: a no-op for the instances.
 				start := time.Now()
-				lcDo(t, env, "PATCH", "/api/v1/challenge/hot", body, http.StatusOK)
+				must(t, env.URL, "PATCH", "/api/v1/challenge/hot", body, http.StatusOK)
 				t.Logf("identical PATCH again: %v", time.Since(start))
 				env.Wait()
 				again, _ := lcRecords(t, env, "hot")
@@ -178,7 +178,7 @@ func TestHotUpdate(t *testing.T) {
 			return
 		}
 	}
-	lcDo(t, env, "DELETE", "/api/v1/challenge/hot", "", http.StatusOK)
+	must(t, env.URL, "DELETE", "/api/v1/challenge/hot", "", http.StatusOK)
 	lcWantStacks(t, env, nil)
 	if k := env.Keys(t); len(k) != 0 {
 		t.Fatalf("keys left: %v", k)
@@ -266,7 +266,7 @@ func TestHotUpdateFailureVisible(t *testing.T) {
 		t.Fatal(err)
 	}
 	patch := fmt.Sprintf(`{"additional":{"failIfExists":%q,"v":"2"},"updateMask":"additional"}`, flag)
-	body := lcDo(t, env, "PATCH", "/api/v1/challenge/flaky", patch, http.StatusInternalServerError)
+	body := must(t, env.URL, "PATCH", "/api/v1/challenge/flaky", patch, http.StatusInternalServerError)
 	for _, sid := range []string{"a", "b", "c"} {
 		if !strings.Contains(string(body), "instance of source "+sid) {
 			t.Fatalf("the failure does not name source %s: %s", sid, body)
@@ -282,7 +282,7 @@ func TestHotUpdateFailureVisible(t *testing.T) {
 		if in.FailedGeneration != c.Generation || in.Generation >= c.Generation || in.LastError == "" {
 			t.Fatalf("failed update not recorded on %s: %+v (challenge generation %d)", in.SourceID, in, c.Generation)
 		}
-		got := lcDecode[lcInstance](t, lcDo(t, env, "GET", "/api/v1/instance/flaky/"+in.SourceID, "", http.StatusOK))
+		got := lcDecode[lcInstance](t, must(t, env.URL, "GET", "/api/v1/instance/flaky/"+in.SourceID, "", http.StatusOK))
 		if got.ConnectionInfo != ins[in.SourceID].ConnectionInfo {
 			t.Fatalf("source %s: connection info %q after a failed update, want the previous %q", in.SourceID, got.ConnectionInfo, ins[in.SourceID].ConnectionInfo)
 		}
@@ -293,7 +293,7 @@ func TestHotUpdateFailureVisible(t *testing.T) {
 	if err := os.Remove(flag); err != nil {
 		t.Fatal(err)
 	}
-	res := lcDecode[lcChallenge](t, lcDo(t, env, "PATCH", "/api/v1/challenge/flaky", patch, http.StatusOK))
+	res := lcDecode[lcChallenge](t, must(t, env.URL, "PATCH", "/api/v1/challenge/flaky", patch, http.StatusOK))
 	env.Wait()
 	claimed, _ = lcRecords(t, env, "flaky")
 	recs := lcBySource(claimed)
@@ -306,6 +306,6 @@ func TestHotUpdateFailureVisible(t *testing.T) {
 	if len(res.Instances) != 3 {
 		t.Fatalf("%d instances after the retry", len(res.Instances))
 	}
-	lcDo(t, env, "DELETE", "/api/v1/challenge/flaky", "", http.StatusOK)
+	must(t, env.URL, "DELETE", "/api/v1/challenge/flaky", "", http.StatusOK)
 	lcWantStacks(t, env, nil)
 }

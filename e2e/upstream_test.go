@@ -53,7 +53,7 @@ func upWant(t testing.TB, what, out string, want ...string) {
 // upChallenge reads a challenge over REST.
 func upChallenge(t testing.TB, env *testenv.Env, id string) map[string]any {
 	t.Helper()
-	r := ctDo(t, env.URL, "GET", "/api/v1/challenge/"+id, "")
+	r := do(t, env.URL, "GET", "/api/v1/challenge/"+id, "")
 	if r.Status != 200 {
 		t.Fatalf("challenge %s: %d %s", id, r.Status, r.Body)
 	}
@@ -63,7 +63,7 @@ func upChallenge(t testing.TB, env *testenv.Env, id string) map[string]any {
 // upInstance reads an instance over REST.
 func upInstance(t testing.TB, env *testenv.Env, cid, sid string) ctInstance {
 	t.Helper()
-	r := ctDo(t, env.URL, "GET", "/api/v1/instance/"+cid+"/"+sid, "")
+	r := do(t, env.URL, "GET", "/api/v1/instance/"+cid+"/"+sid, "")
 	if r.Status != 200 {
 		t.Fatalf("instance %s/%s: %d %s", cid, sid, r.Status, r.Body)
 	}
@@ -90,7 +90,7 @@ func TestUpstreamCLI(t *testing.T) {
 	// Create, then the CLI's own rendering of a 409.
 	out := run("challenge", "create", "--id", "c1", "--scenario", ref, "--timeout", "10m", "--additional", "k=v", "--max", "4")
 	upWant(t, "create", out, "[+] Challenge c1 created")
-	ctSame(t, "created challenge", ctDo(t, env.URL, "GET", "/api/v1/challenge/c1", "").Body,
+	ctSame(t, "created challenge", do(t, env.URL, "GET", "/api/v1/challenge/c1", "").Body,
 		`{"id":"c1","scenario":"`+ref+`","timeout":"600s","until":null,"instances":[],"additional":{"k":"v"},"min":"0","max":"4"}`)
 	upWant(t, "create again", run("challenge", "create", "--id", "c1", "--scenario", ref), "[-] Already exist.")
 	upWant(t, "retrieve", run("challenge", "retrieve", "--id", "c1"), "[+] Challenge c1 created using "+ref+", 0 instances")
@@ -107,7 +107,7 @@ func TestUpstreamCLI(t *testing.T) {
 		"[-] Invalid arguments provided: OCI reference is malformed.",
 		"[?] Help:",
 		"    - OCI Image Format specification GitHub repository. (https://github.com/opencontainers/image-spec)")
-	if r := ctDo(t, env.URL, "GET", "/api/v1/challenge/c9", ""); r.Status != 404 {
+	if r := do(t, env.URL, "GET", "/api/v1/challenge/c9", ""); r.Status != 404 {
 		t.Fatalf("a refused create registered c9: %d %s", r.Status, r.Body)
 	}
 
@@ -188,9 +188,9 @@ func TestUpstreamCLI(t *testing.T) {
 
 	// Deletions.
 	upWant(t, "instance delete", run("instance", "delete", "--challenge_id", "c1", "--source_id", "s1"), "[+] Instance <c1,s1> deleted")
-	ctExpect(t, "deleted instance", ctDo(t, env.URL, "GET", "/api/v1/instance/c1/s1", ""), 404, ctInstanceNotFound("c1", "s1"))
+	ctExpect(t, "deleted instance", do(t, env.URL, "GET", "/api/v1/instance/c1/s1", ""), 404, ctInstanceNotFound("c1", "s1"))
 	upWant(t, "challenge delete", run("challenge", "delete", "--id", "c1"), "[-] Challenge c1 deleted")
-	ctExpect(t, "deleted challenge", ctDo(t, env.URL, "GET", "/api/v1/challenge/c1", ""), 404, ctChallengeNotFound("c1"))
+	ctExpect(t, "deleted challenge", do(t, env.URL, "GET", "/api/v1/challenge/c1", ""), 404, ctChallengeNotFound("c1"))
 	env.Broker.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
@@ -235,14 +235,14 @@ func TestUpstreamJanitor(t *testing.T) {
 		t.Fatalf("janitor before the expiry:\n%s", out)
 	}
 
-	lcDo(t, env, "PATCH", "/api/v1/challenge/short", `{"until":"2001-02-03T04:05:06Z","updateMask":"until"}`, 200)
+	must(t, env.URL, "PATCH", "/api/v1/challenge/short", `{"until":"2001-02-03T04:05:06Z","updateMask":"until"}`, 200)
 	out = upRun(t, noOTel, janitor, "--url", gcTarget(env))
 	if !strings.Contains(out, `"msg":"completed janitoring"`) || strings.Count(out, `"msg":"janitoring instance"`) != 1 ||
 		!strings.Contains(out, `"challenge_id":"short","source_id":"a"`) || strings.Contains(out, `"level":"error"`) {
 		t.Fatalf("janitor after the expiry:\n%s", out)
 	}
 	env.Broker.Wait()
-	ctExpect(t, "expired instance", ctDo(t, env.URL, "GET", "/api/v1/instance/short/a", ""), 404, ctInstanceNotFound("short", "a"))
+	ctExpect(t, "expired instance", do(t, env.URL, "GET", "/api/v1/instance/short/a", ""), 404, ctInstanceNotFound("short", "a"))
 	for _, cid := range []string{"long", "forever"} {
 		upInstance(t, env, cid, "a")
 	}
@@ -254,7 +254,7 @@ func TestUpstreamJanitor(t *testing.T) {
 		t.Fatalf("stacks after the janitor: %v (before %v)", after, before)
 	}
 	for _, id := range []string{"short", "long", "forever"} {
-		lcDo(t, env, "DELETE", "/api/v1/challenge/"+id, "", 200)
+		must(t, env.URL, "DELETE", "/api/v1/challenge/"+id, "", 200)
 	}
 	env.Broker.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 
@@ -231,29 +232,6 @@ func (e *Env) PushDir(t testing.TB, dir, name string) string {
 	return ref
 }
 
-// Do sends a request and returns the status and body.
-func (e *Env) Do(t testing.TB, method, path, body string) (int, []byte) {
-	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = stringsReader(body)
-	}
-	req, err := http.NewRequest(method, e.URL+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
-}
-
 // Wait blocks until the asynchronous work sent so far is done: the events of
 // the broker, or of the process's own queue (Inline).
 func (e *Env) Wait() { e.proc.Wait() }
@@ -298,7 +276,7 @@ func (e *Env) Keys(t testing.TB) []string {
 	var out []string
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
-		if filepath.Base(filepath.Dir(k)) == "lock" || containsSegment(k, "/lock/") || containsSegment(k, "/meta/") {
+		if filepath.Base(filepath.Dir(k)) == "lock" || strings.Contains(k, "/lock/") || strings.Contains(k, "/meta/") {
 			continue
 		}
 		out = append(out, k)
