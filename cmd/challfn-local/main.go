@@ -30,6 +30,7 @@ import (
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/registry"
 	"github.com/challfn/challfn/shared/scenario"
+	"github.com/challfn/challfn/shared/sandbox"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
 )
@@ -44,6 +45,8 @@ func main() {
 		monitor   = flag.Bool("monitoring", false, "also run the monitoring stack of knative/monitoring/local on 127.0.0.1 (Jaeger :16686, Prometheus :9090, Alertmanager :9093; scripts/install-monitoring.sh) and export to it")
 	)
 	flag.Parse()
+	// The environment holds challfn's credentials (see shared/funcmain).
+	_ = sandbox.SetUndumpable()
 	log := telemetry.NewLogger(os.Stderr)
 	slog.SetDefault(log)
 	if err := run(*addr, *regAddr, *dir, *examples, *janitorEv, *monitor, log); err != nil {

@@ -36,6 +36,7 @@ import (
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 func main() {
@@ -47,6 +48,8 @@ func main() {
 
 func run() error {
 	ctx := context.Background()
+	// As the function binaries do (shared/funcmain).
+	_ = sandbox.SetUndumpable()
 	addr := os.Getenv("TESTSERVER_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:0"

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 // Config is the whole configuration of a challfn function.
@@ -45,6 +47,9 @@ type Config struct {
 	OrphanGrace      time.Duration
 	LogLevel         string
 	Debug            bool
+	// ScenarioSandbox is SCENARIO_SANDBOX: how scenario programs and engine process
+	// trees are contained (shared/sandbox: auto, require, off).
+	ScenarioSandbox sandbox.Mode
 }
 
 // DefaultEngineConcurrency is ENGINE_CONCURRENCY's default: two engine
@@ -103,6 +108,9 @@ func Load(env Getenv) (Config, error) {
 	c.Debug, errs = boolean(env, "CHALLFN_DEBUG", errs)
 	c.ScenarioMaxBytes, errs = integer(env, "SCENARIO_MAX_BYTES", 256<<20, errs)
 	c.MaxRequestBytes, errs = integer(env, "MAX_REQUEST_BYTES", 1<<20, errs)
+	if c.ScenarioSandbox, err = sandbox.ParseMode(env("SCENARIO_SANDBOX")); err != nil {
+		errs = append(errs, fmt.Errorf("SCENARIO_SANDBOX: %w", err))
+	}
 
 	if c.CacheDir == "" {
 		dir, err := os.UserCacheDir()

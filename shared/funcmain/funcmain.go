@@ -10,6 +10,7 @@ import (
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 
+	"github.com/challfn/challfn/shared/sandbox"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
 )
@@ -18,6 +19,9 @@ import (
 // PORT (default 8080), on 127.0.0.1 only when LOCAL_ONLY=true.
 func Run(service, target string) {
 	ctx := context.Background()
+	// The environment holds challfn's credentials: no process of the same uid (a
+	// scenario program without a jail) may read them through /proc.
+	_ = sandbox.SetUndumpable()
 	logger := telemetry.NewLogger(os.Stderr)
 	slog.SetDefault(logger)
 	if os.Getenv("FUNCTION_TARGET") == "" {

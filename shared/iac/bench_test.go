@@ -27,10 +27,12 @@ func countingPulumi(b *testing.B) (root, bin string, take func() int) {
 	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
 		b.Fatal(err)
 	}
-	// The wrapper's directory comes first on PATH: keep our language host there too.
-	if err := os.Symlink(filepath.Join(filepath.Dir(pulumiBin), "pulumi-language-go"),
-		filepath.Join(root, "bin", "pulumi-language-go")); err != nil {
-		b.Fatal(err)
+	// The wrapper's directory comes first on PATH: keep our language host there too, and
+	// challfn-sandbox, which the Engine looks for next to the CLI.
+	for _, name := range []string{"pulumi-language-go", "challfn-sandbox"} {
+		if err := os.Symlink(filepath.Join(filepath.Dir(pulumiBin), name), filepath.Join(root, "bin", name)); err != nil {
+			b.Fatal(err)
+		}
 	}
 	take = func() int {
 		data, _ := os.ReadFile(log)

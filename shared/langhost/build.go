@@ -66,7 +66,8 @@ func (b *Builder) Build(ctx context.Context, dir string) (string, error) {
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, gobin, "build", "-o", tmp, ".")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// The compiler needs no credential of challfn's.
+	cmd.Env = append(ProgramEnviron(os.Environ()), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	if err := cmd.Run(); err != nil {
 		_ = os.Remove(tmp)

@@ -1,14 +1,23 @@
 package langhost
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"google.golang.org/grpc"
+
+	"github.com/challfn/challfn/shared/sandbox"
 )
+
+// engineCheck is how often the host checks that its engine is still there: a host whose
+// engine died (kill -9) exits instead of waiting for a Run that never comes.
+const engineCheck = 2 * time.Second
 
 // Main is the plugin's entry point: it parses the arguments the engine passes (flags such as
 // -tracing or -binary are accepted and ignored; the last positional argument, when given, is
@@ -28,7 +37,22 @@ func Main(args []string, stdout io.Writer) error {
 		engine = rest[len(rest)-1]
 	}
 
+	// The environment holds the stacks' passphrase (the engine's, passed on to its
+	// plugins): no program of the same uid may read it through /proc.
+	_ = sandbox.SetUndumpable()
 	host := New(engine, *cacheDir)
+	mode, err := sandbox.ParseMode(os.Getenv(sandbox.EnvMode))
+	if err != nil {
+		return err
+	}
+	host.Sandbox.Mode = mode
+	if mode != sandbox.Off {
+		self, _ := os.Executable()
+		// Not found: Runner refuses the jails and Require fails each Run, saying why.
+		host.Sandbox.Bin, _ = sandbox.FindBin("", self)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
 		Init: func(s *grpc.Server) error {
 			pulumirpc.RegisterLanguageRuntimeServer(s, host)
@@ -39,6 +63,20 @@ func Main(args []string, stdout io.Writer) error {
 		return fmt.Errorf("serve language host: %w", err)
 	}
 	fmt.Fprintf(stdout, "%d\n", handle.Port)
+	if engine != "" {
+		// Once the engine stops answering, nobody will read a result: exit at once (the
+		// program's jail dies with this process).
+		lost, gone := context.WithCancel(ctx)
+		if err := rpcutil.Healthcheck(lost, engine, engineCheck, gone); err == nil {
+			go func() {
+				<-lost.Done()
+				if ctx.Err() == nil {
+					fmt.Fprintln(os.Stderr, "pulumi-language-go: the engine at", engine, "is gone; exiting")
+					os.Exit(1)
+				}
+			}()
+		}
+	}
 	if err := <-handle.Done; err != nil {
 		return fmt.Errorf("language host stopped: %w", err)
 	}

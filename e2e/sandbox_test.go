@@ -1,0 +1,310 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/challfn/challfn/shared/etcd/etcdtest"
+	"github.com/challfn/challfn/shared/sandbox"
+)
+
+// Containment of scenario programs, end to end (issue 15): the attacker scenario
+// (scenarios/attacker) is registered and deployed like any other, by the real engine,
+// with challfn's credentials in the function's environment, and tries everything a
+// hostile scenario would. With the sandbox (SCENARIO_SANDBOX=require) every attempt
+// fails; the same attack with SCENARIO_SANDBOX=off succeeds at each (the control: what
+// this test would see if the containment broke).
+
+// sbxSecrets are the credentials in the function's environment, as in production.
+var sbxSecrets = map[string]string{
+	"API_TOKENS":    "api-token-Sb81q",
+	"OCI_PASSWORD":  "oci-pass-Wm27z",
+	"ETCD_PASSWORD": "etcd-pass-Rk64c",
+}
+
+const sbxPassphrase = "passphrase-Yh39t"
+
+// sbxReport is scenarios/attacker's report.
+type sbxReport struct {
+	UID       int               `json:"uid"`
+	Hostname  string            `json:"hostname"`
+	Ancestors []string          `json:"ancestors"`
+	Environs  map[string]string `json:"environs"`
+	FDs       map[string]string `json:"fds"`
+	Reads     map[string]string `json:"reads"`
+	Walked    []string          `json:"walked"`
+	Flags     []string          `json:"flags"`
+	Writes    map[string]string `json:"writes"`
+	Dials     map[string]string `json:"dials"`
+	Etcd      map[string]string `json:"etcd"`
+	Registry  map[string]string `json:"registry"`
+	Daemons   []string          `json:"daemons"`
+	Found     []string          `json:"found"`
+	Self      string            `json:"self"`
+}
+
+// sbxAttack is one attack against a function process (internal/testserver) whose
+// environment holds challfn's credentials, as in production: a victim instance, then the
+// attacker's, told where everything is.
+type sbxAttack struct {
+	s       *fltShared
+	p       *fltProc
+	cache   string
+	auth    string
+	marker  string
+	flag    string
+	writes  []string
+	report  sbxReport
+	rawInfo string
+}
+
+func sbxRun(t *testing.T, mode sandbox.Mode) *sbxAttack {
+	t.Helper()
+	srv := etcdtest.Server(t)
+	s := fltSetup(t, srv.Endpoints())
+	a := &sbxAttack{s: s, cache: filepath.Join(t.TempDir(), "cache"), auth: "Authorization: Bearer " + sbxSecrets["API_TOKENS"], marker: sbxMarker()}
+	extra := map[string]string{
+		"TESTSERVER_EVENTS":        "inline",
+		"PULUMI_CONFIG_PASSPHRASE": sbxPassphrase,
+		"SCENARIO_SANDBOX":         string(mode),
+		"CACHE_DIR":                a.cache,
+	}
+	for k, v := range sbxSecrets {
+		extra[k] = v
+	}
+	a.p = fltStart(t, s, extra)
+	must := func(method, path, body string) []byte {
+		t.Helper()
+		r := secDo(t, a.p.URL, method, path, body, a.auth)
+		if r.status != 200 {
+			t.Fatalf("%s %s: %d %s", method, path, r.status, r.body)
+		}
+		return r.body
+	}
+
+	// The victim: another challenge's live instance, whose flag is in the state folder
+	// and in etcd.
+	must("POST", "/api/v1/challenge", `{"id":"victim","scenario":"`+fltPush(t, s, "outputs")+`"}`)
+	var victim struct {
+		Flags []string `json:"flags"`
+	}
+	vb := must("POST", "/api/v1/instance", `{"challengeId":"victim","sourceId":"v"}`)
+	if err := json.Unmarshal(vb, &victim); err != nil || len(victim.Flags) == 0 {
+		t.Fatalf("victim instance: %v %s", err, vb)
+	}
+	a.flag = victim.Flags[0]
+	identity := strings.TrimSuffix(strings.TrimPrefix(a.flag, "CTF{"), "}")
+
+	state := filepath.Join(s.Dir, "state")
+	etcd := strings.TrimPrefix(strings.TrimPrefix(s.Endpoints[0], "http://"), "https://")
+	fn, _ := url.Parse(a.p.URL)
+	a.writes = []string{filepath.Join(s.Dir, "written-by-attacker"), filepath.Join(os.TempDir(), "written-by-attacker-"+a.marker)}
+	additional := map[string]string{
+		"mode": "attack",
+		"pids": strconv.Itoa(a.p.cmd.Process.Pid),
+		"read": strings.Join([]string{
+			state, filepath.Join(state, ".pulumi", "stacks", "outputs", identity+".json"),
+			a.cache, os.TempDir(), s.Dir,
+		}, ","),
+		"write":    strings.Join(a.writes, ","),
+		"dial":     strings.Join([]string{etcd, s.Registry.Host(), fn.Host}, ","),
+		"etcd":     etcd,
+		"registry": s.Registry.Host(),
+		"marker":   a.marker,
+	}
+	must("POST", "/api/v1/challenge", `{"id":"attacker","scenario":"`+fltPush(t, s, "attacker")+`"}`)
+	body, _ := json.Marshal(map[string]any{"challengeId": "attacker", "sourceId": "a", "additional": additional})
+	var in struct {
+		ConnectionInfo string `json:"connectionInfo"`
+	}
+	if err := json.Unmarshal(must("POST", "/api/v1/instance", string(body)), &in); err != nil {
+		t.Fatal(err)
+	}
+	a.rawInfo = in.ConnectionInfo
+	if err := json.Unmarshal([]byte(in.ConnectionInfo), &a.report); err != nil {
+		t.Fatalf("the attacker's report is unreadable (%v): %s", err, in.ConnectionInfo)
+	}
+	t.Cleanup(func() {
+		for _, p := range sbxMarked(a.marker) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		for _, w := range a.writes {
+			_ = os.Remove(w)
+		}
+	})
+	return a
+}
+
+// flavor reads the jail flavor the function process logged at start.
+func (a *sbxAttack) flavor() string {
+	_, rest, _ := strings.Cut(a.p.log.String(), "sandbox.flavor=")
+	f, _, _ := strings.Cut(rest, " ")
+	return f
+}
+
+// sbxMarked lists the processes whose command line holds m.
+func sbxMarked(m string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); bytes.Contains(b, []byte(m)) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func sbxMarker() string { return fmt.Sprintf("attacker-daemon-%d", time.Now().UnixNano()) }
+
+func sbxFailed(outcome string) bool { return strings.HasPrefix(outcome, "error: ") }
+
+func TestSandboxAttacker(t *testing.T) {
+	a := sbxRun(t, sandbox.Require)
+	r := a.report
+	flavor := sandbox.Flavor(a.flavor())
+	if flavor != sandbox.FlavorRoot && flavor != sandbox.FlavorUserNS {
+		t.Fatalf("SCENARIO_SANDBOX=require ran with flavor %q:\n%s", flavor, a.p.log.String())
+	}
+	t.Logf("flavor %s; the attacker ran as uid %d on host %q, ancestors %v", flavor, r.UID, r.Hostname, r.Ancestors)
+
+	// 1. No secret reachable: environment, ancestors' /proc, files, descriptors.
+	secrets := []string{sbxPassphrase, a.flag}
+	for _, v := range sbxSecrets {
+		secrets = append(secrets, v)
+	}
+	secNoneOf(t, "the attacker's report", a.rawInfo, secrets...)
+	if len(r.Found) != 0 {
+		t.Errorf("credentials found: %v", r.Found)
+	}
+	if !slices.Equal(r.Ancestors, []string{"1"}) {
+		t.Errorf("ancestors %v: the jail's init should be the only one", r.Ancestors)
+	}
+	if got := r.Environs[strconv.Itoa(a.p.cmd.Process.Pid)]; !sbxFailed(got) {
+		t.Errorf("the function's environ: %q", got)
+	}
+	if flavor == sandbox.FlavorRoot && r.UID != sandbox.ProgramUID {
+		t.Errorf("program uid %d, want %d", r.UID, sandbox.ProgramUID)
+	}
+	if r.Hostname != "scenario" {
+		t.Errorf("hostname %q: not the jail's", r.Hostname)
+	}
+
+	// 2. No other stack reachable: the state folder, the victim's checkpoint and the
+	// function's folder do not exist for the program; in the scenario cache and the
+	// machine's temporary folder (the work directories) it finds only the way to its own
+	// folder (made for it in its private /tmp) and its own files.
+	state := filepath.Join(a.s.Dir, "state")
+	for _, p := range []string{state, a.s.Dir} {
+		if o := r.Reads[p]; !sbxFailed(o) {
+			t.Errorf("read %s: %s", p, o)
+		}
+	}
+	for p, o := range r.Reads {
+		if strings.HasPrefix(p, state) && !sbxFailed(o) {
+			t.Errorf("read %s: %s", p, o)
+		}
+	}
+	own := filepath.Dir(r.Self)
+	for _, w := range r.Walked {
+		if !strings.HasPrefix(own+"/", w+"/") && !strings.HasPrefix(w, own+"/") && w != own {
+			t.Errorf("walked %s: neither its own folder %s nor on the way to it", w, own)
+		}
+	}
+	if len(r.Flags) != 0 {
+		t.Errorf("flags found: %v", r.Flags)
+	}
+	for p, o := range r.Writes {
+		if !sbxFailed(o) {
+			t.Errorf("write %s: %s", p, o)
+		}
+	}
+	for _, w := range a.writes {
+		if _, err := os.Stat(w); err == nil {
+			t.Errorf("the attacker wrote %s", w)
+		}
+	}
+
+	// The network: etcd, the registry and the function itself are out of reach.
+	for addr, o := range r.Dials {
+		if !sbxFailed(o) {
+			t.Errorf("dial %s: %s", addr, o)
+		}
+	}
+	if !sbxFailed(r.Etcd["range"]) || !sbxFailed(r.Registry["push"]) {
+		t.Errorf("etcd %q, registry %q", r.Etcd["range"], r.Registry["push"])
+	}
+
+	// 3. Nothing outlives the operation: the daemons were started and are gone.
+	started := 0
+	for _, d := range r.Daemons {
+		if !sbxFailed(d) {
+			started++
+		}
+	}
+	if started < 2 {
+		t.Fatalf("the attacker could not start its daemons: %v", r.Daemons)
+	}
+	var left []int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if left = sbxMarked(a.marker); len(left) == 0 {
+			break
+		}
+	}
+	if len(left) != 0 {
+		t.Errorf("daemons outlived the create: %v", left)
+	}
+
+	// The instance and the challenge go as usual.
+	for _, p := range []string{"/api/v1/instance/attacker/a", "/api/v1/challenge/attacker", "/api/v1/challenge/victim"} {
+		if r := secDo(t, a.p.URL, "DELETE", p, "", a.auth); r.status != 200 {
+			t.Fatalf("DELETE %s: %d %s", p, r.status, r.body)
+		}
+	}
+	if s := fltStacks(t, a.s); len(s) != 0 {
+		t.Fatalf("stacks left: %v", s)
+	}
+}
+
+// TestSandboxOffControl is the control of TestSandboxAttacker: without the sandbox the
+// same attack succeeds at each step, so each check there can fail.
+func TestSandboxOffControl(t *testing.T) {
+	a := sbxRun(t, sandbox.Off)
+	r := a.report
+	for _, k := range []string{"PULUMI_CONFIG_PASSPHRASE", "API_TOKENS", "ETCD_PASSWORD", "OCI_PASSWORD"} {
+		if !slices.Contains(r.Found, k) {
+			t.Errorf("without the sandbox %s should be readable in an ancestor's environ; found %v", k, r.Found)
+		}
+	}
+	if !slices.Contains(r.Flags, a.flag) {
+		t.Errorf("without the sandbox the victim's flag %s should be found; flags %v", a.flag, r.Flags)
+	}
+	if o := r.Reads[filepath.Join(a.s.Dir, "state")]; sbxFailed(o) {
+		t.Errorf("without the sandbox the state folder should be readable: %s", o)
+	}
+	if sbxFailed(r.Etcd["range"]) || sbxFailed(r.Registry["push"]) {
+		t.Errorf("without the sandbox etcd (%s) and the registry (%s) should answer", r.Etcd["range"], r.Registry["push"])
+	}
+	if o := r.Writes[a.writes[0]]; sbxFailed(o) {
+		t.Errorf("without the sandbox the write outside should work: %s", o)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if len(sbxMarked(a.marker)) == 0 {
+		t.Errorf("without the sandbox the daemons should outlive the create")
+	}
+	t.Logf("control: credentials found %v, flags %v, etcd %s, registry %s, daemons left %v",
+		r.Found, r.Flags, r.Etcd["range"], r.Registry["push"], sbxMarked(a.marker))
+}
