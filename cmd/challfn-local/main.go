@@ -29,8 +29,8 @@ import (
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/registry"
-	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/sandbox"
+	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
 )

@@ -236,6 +236,7 @@ func (h *Host) programEnviron(environ []string) []string {
 	}
 	return out
 }
+
 // Env returns the variables that sdk/v3's pulumi.Run reads (go/pulumi/run.go getEnvInfo).
 func Env(req *pulumirpc.RunRequest, engineAddress string) ([]string, error) {
 	cfg := req.GetConfig()
