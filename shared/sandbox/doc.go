@@ -6,12 +6,12 @@
 // the pulumi CLI) do the work:
 //
 //   - `challfn-sandbox engine -- pulumi ARGS` (Supervise, run by shared/iac for every CLI
-//     process) is the supervisor of one engine process tree. It holds a lifeline pipe to
-//     the function process and is either PID 1 of a PID namespace of its own (when the
-//     function may create one) or the child subreaper of the tree. When the engine exits,
-//     when the function dies (kill -9 included: the lifeline reads end of file) or when
-//     it is told to end, every process of the tree is killed: language host, resource
-//     providers, scenario programs and whatever they started, daemons included.
+//     process) is the supervisor of one engine process tree: its child subreaper, with a
+//     lifeline pipe to the function process. When the engine exits, when the function
+//     dies (kill -9 included: the lifeline reads end of file) or when it is told to end,
+//     every process of the tree is ended: language host, resource providers, scenario
+//     programs and whatever they started. Only a process a provider started in a session
+//     of its own, a deployed resource (the challfn-local provider's Services), stays.
 //   - `challfn-sandbox jail` (Run, called by the language host for every program run)
 //     is PID 1 of the program's jail: new mount, PID, network, IPC and UTS namespaces,
 //     a root of its own (read-only system directories and the program's folder, a

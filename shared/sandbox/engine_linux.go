@@ -21,20 +21,24 @@ import (
 const lifelineFD = 3
 
 // engineMain is `challfn-sandbox engine -- PATH ARGS...`: it runs PATH as the one child
-// of a process-tree supervisor and exits with its status once every other process of the
-// tree is gone.
+// of a process-tree supervisor, the child subreaper of the tree, and exits with its status
+// once the rest of the tree is gone.
 //
 //   - SIGINT is forwarded to the engine (the Automation API's cancel: pulumi cancels the
 //     update and releases its stack lock).
-//   - SIGTERM, SIGHUP, or the end of the lifeline (fd 3: the function process died or
-//     gave up waiting) kill the whole tree at once.
-//   - When the engine exits, whatever it left (plugins, programs, their daemons) is killed.
+//   - SIGTERM, SIGHUP, or the end of the lifeline (fd 3: the function process died, kill
+//     -9 included, or gave up waiting) end the whole tree at once.
+//   - When the engine exits, whatever it left (plugins, programs, their children) is ended.
 //
-// As PID 1 of a PID namespace, "the whole tree" is the namespace (the kernel kills it
-// when this process dies, even by SIGKILL). Otherwise the supervisor is the child
-// subreaper of the tree and kills its descendants itself; only a SIGKILL aimed at the
-// supervisor alone then leaves the tree running, which a process-group kill of the
-// function process cannot do (the supervisor leads a group of its own).
+// "The tree" is every descendant still in the supervisor's session: the engine, its
+// plugins (each in a process group of its own) and their children. A process that made a
+// session of its own is a deployed resource (the challfn-local provider's Services) and
+// is left alone; a scenario program cannot use this to escape, as its jail's PID
+// namespace (or, without a jail, the language host, its subreaper) ends its sessions too.
+// The tree gets SIGTERM first (the language host then ends its program's tree) and
+// SIGKILL endGrace later. A SIGKILL aimed at the supervisor alone leaves the tree
+// running; a kill of the function's process group does not reach the supervisor, which
+// leads a group of its own.
 func engineMain(args []string) int {
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
@@ -47,12 +51,9 @@ func engineMain(args []string) int {
 	runtime.LockOSThread()
 	// The environment holds the stacks' passphrase.
 	_ = SetUndumpable()
-	pid1 := os.Getpid() == 1
-	if !pid1 {
-		if err := SetSubreaper(); err != nil {
-			fmt.Fprintln(os.Stderr, "challfn-sandbox engine: subreaper:", err)
-			return 2
-		}
+	if err := SetSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "challfn-sandbox engine: subreaper:", err)
+		return 2
 	}
 	path, err := exec.LookPath(args[0])
 	if err != nil {
@@ -80,29 +81,46 @@ func engineMain(args []string) int {
 		}()
 	}
 	exited := make(chan int, 1)
-	empty := make(chan struct{})
-	go func() {
-		reapUntil(pid, exited)
-		close(empty)
-	}()
+	go reapUntil(pid, exited)
 
 	for {
 		select {
 		case code := <-exited:
-			killTree(pid1, empty)
+			endTree()
 			return code
 		case s := <-sigs:
 			if s == unix.SIGINT {
 				_ = unix.Kill(pid, unix.SIGINT)
 				continue
 			}
-			killTree(pid1, empty)
+			endTree()
 			return 128 + int(s.(syscall.Signal))
 		case <-lost:
-			killTree(pid1, empty)
+			endTree()
 			return 137
 		}
 	}
+}
+
+// endGrace is how long the tree has between SIGTERM and SIGKILL.
+const endGrace = time.Second
+
+// endTree ends every descendant in this process' session: SIGTERM, then SIGKILL.
+func endTree() {
+	self := os.Getpid()
+	sid, err := unix.Getsid(0)
+	if err != nil {
+		sid = -1
+	}
+	tree := func() []int { return descendantsInSession(self, sid) }
+	ds := tree()
+	for _, p := range ds {
+		_ = unix.Kill(p, unix.SIGTERM)
+	}
+	for deadline := time.Now().Add(endGrace); len(ds) > 0 && time.Now().Before(deadline); ds = tree() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	killAll(tree)
 }
 
 // reapUntil reaps every child of the calling process (orphans come to it) and reports
@@ -132,20 +150,4 @@ func exitCode(ws unix.WaitStatus) int {
 		return 128 + int(ws.Signal())
 	}
 	return 1
-}
-
-// killTree ends every other process of the tree; empty is closed once every child has
-// been reaped.
-func killTree(pid1 bool, empty <-chan struct{}) {
-	if pid1 {
-		// kill(-1) from PID 1 reaches every other process of the namespace (the kernel
-		// would do it anyway when PID 1 exits); they all come to it to be reaped.
-		_ = unix.Kill(-1, unix.SIGKILL)
-		select {
-		case <-empty:
-		case <-time.After(5 * time.Second):
-		}
-		return
-	}
-	killDescendants(reapChildren)
 }

@@ -418,7 +418,7 @@ func runPlain(ctx context.Context, p Program, contained bool) (int, error) {
 	}
 	if contained {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		killDescendants(reapChildren)
+		KillDescendants()
 	}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) && !errors.Is(err, exec.ErrWaitDelay) {

@@ -82,3 +82,6 @@ func SetUndumpable() error { return nil }
 
 // Descendants is not available off Linux.
 func Descendants(int) []int { return nil }
+
+// KillDescendants does nothing off Linux.
+func KillDescendants() {}

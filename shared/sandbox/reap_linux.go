@@ -14,8 +14,9 @@ import (
 
 // procStat is what /proc/<pid>/stat says of a process that matters here.
 type procStat struct {
-	ppid   int
-	zombie bool
+	ppid    int
+	session int
+	zombie  bool
 }
 
 func readStat(pid int) (procStat, bool) {
@@ -28,23 +29,31 @@ func readStat(pid int) (procStat, bool) {
 	if i < 0 {
 		return procStat{}, false
 	}
+	// state ppid pgrp session ...
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
+	if len(f) < 4 {
 		return procStat{}, false
 	}
 	ppid, err := strconv.Atoi(f[1])
 	if err != nil {
 		return procStat{}, false
 	}
-	return procStat{ppid: ppid, zombie: f[0] == "Z" || f[0] == "X"}, true
+	sid, err := strconv.Atoi(f[3])
+	if err != nil {
+		return procStat{}, false
+	}
+	return procStat{ppid: ppid, session: sid, zombie: f[0] == "Z" || f[0] == "X"}, true
 }
 
 // Descendants lists the living (non-zombie) descendants of root, from /proc. A process
 // whose parent died and was reparented outside root's tree is not found: that is what a
 // subreaper (or PID 1 of a namespace) prevents.
-func Descendants(root int) []int {
-	children := map[int][]int{}
-	zombie := map[int]bool{}
+func Descendants(root int) []int { return descendantsInSession(root, -1) }
+
+// descendantsInSession is Descendants limited to session sid (-1: any); a process of
+// another session is left out with its whole subtree.
+func descendantsInSession(root, sid int) []int {
+	children := map[int][]procInfo{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -55,8 +64,7 @@ func Descendants(root int) []int {
 		if !ok {
 			continue
 		}
-		children[st.ppid] = append(children[st.ppid], pid)
-		zombie[pid] = st.zombie
+		children[st.ppid] = append(children[st.ppid], procInfo{pid, st})
 	}
 	var out []int
 	stack := []int{root}
@@ -64,31 +72,45 @@ func Descendants(root int) []int {
 		p := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		for _, c := range children[p] {
-			if !zombie[c] {
-				out = append(out, c)
+			if sid >= 0 && c.st.session != sid {
+				continue
 			}
-			stack = append(stack, c)
+			if !c.st.zombie {
+				out = append(out, c.pid)
+			}
+			stack = append(stack, c.pid)
 		}
 	}
 	return out
 }
 
-// killDescendants SIGKILLs every descendant of the calling process until none is alive.
-// The caller must be a subreaper (or PID 1), so that the children of a killed process
-// come back to it instead of escaping to the machine's init; reap is called between
-// rounds to collect the zombies that are its own children. A process being killed cannot
-// fork any more, so the rounds converge; the bound only guards against a /proc that lies.
-func killDescendants(reap func()) {
+type procInfo struct {
+	pid int
+	st  procStat
+}
+
+// KillDescendants SIGKILLs every descendant of the calling process, whatever its
+// session, until none is alive. The caller must be a subreaper (or PID 1), so that the
+// children of a killed process come back to it instead of escaping to the machine's
+// init; its zombie children are collected between rounds.
+func KillDescendants() {
 	self := os.Getpid()
+	killAll(func() []int { return Descendants(self) })
+}
+
+// killAll SIGKILLs what list returns until it returns nothing. A process being killed
+// cannot fork any more, so the rounds converge; the bound only guards against a /proc
+// that lies.
+func killAll(list func() []int) {
 	for round := range 200 {
-		ds := Descendants(self)
+		ds := list()
 		if len(ds) == 0 {
 			return
 		}
 		for _, p := range ds {
 			_ = unix.Kill(p, unix.SIGKILL)
 		}
-		reap()
+		reapChildren()
 		time.Sleep(time.Duration(min(round+1, 20)) * time.Millisecond)
 	}
 }

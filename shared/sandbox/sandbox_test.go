@@ -375,16 +375,47 @@ func TestRequireRefusesNone(t *testing.T) {
 	}
 }
 
+// treeScript starts, under the engine, what the supervisor must end (a background child
+// and a double-forked one, both in the engine's session) and what it must leave (a
+// process in a session of its own: a deployed resource), then becomes the engine itself
+// (m-engine) or exits with 7.
+func treeScript(m string, exit bool) string {
+	end := fmt.Sprintf(`exec bash -c 'exec -a %s-engine sleep 3600'`, m)
+	if exit {
+		end = "exit 7"
+	}
+	return fmt.Sprintf(`bash -c 'exec -a %s-child sleep 3600' </dev/null >/dev/null 2>&1 &
+(bash -c 'exec -a %s-orphan sleep 3600' </dev/null >/dev/null 2>&1 &)
+setsid bash -c 'exec -a %s-resource sleep 3600' </dev/null >/dev/null 2>&1 &
+sleep 0.3
+%s`, m, m, m, end)
+}
+
+// wantTreeEnded waits until m's engine, child and orphan are gone, and checks that its
+// resource is still there (then kills it).
+func wantTreeEnded(t *testing.T, m string) {
+	t.Helper()
+	for _, part := range []string{"-engine", "-child", "-orphan"} {
+		waitGone(t, m+part, 5*time.Second)
+	}
+	left := withMarker(m + "-resource")
+	if len(left) != 1 {
+		t.Errorf("the process in a session of its own should be left alone: %v", left)
+	}
+	for _, l := range left {
+		pid, _ := strconv.Atoi(strings.SplitN(l, ":", 2)[0])
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
 // TestSupervisor: the supervisor ends the engine's whole tree when the engine exits,
-// when told to, and when its owner dies (kill -9 of the owner's process group).
+// when told to, and when its owner dies (kill -9 or SIGTERM of the owner's process
+// group), and leaves a provider's deployed resource (a session of its own) alone.
 func TestSupervisor(t *testing.T) {
 	bin, _ := binaries(t)
 	t.Run("engine exits", func(t *testing.T) {
 		m := marker(t)
-		cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf(`setsid bash -c 'exec -a %s sleep 3600' </dev/null >/dev/null 2>&1 &
-(bash -c 'exec -a %s-2 sleep 3600' </dev/null >/dev/null 2>&1 &); sleep 0.3
-test "$(grep -l "^%s" /proc/[0-9]*/cmdline 2>/dev/null | wc -l)" -ge 2 && exit 7`, m, m, m))
-		s, err := Supervise(bin, cmd)
+		s, err := Supervise(bin, exec.Command("/bin/sh", "-c", treeScript(m, true)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -394,12 +425,11 @@ test "$(grep -l "^%s" /proc/[0-9]*/cmdline 2>/dev/null | wc -l)" -ge 2 && exit 7
 		if err := s.Wait(); exitStatus(err) != 7 {
 			t.Fatalf("supervisor exit: %v, want the engine's 7", err)
 		}
-		waitGone(t, m, 5*time.Second)
+		wantTreeEnded(t, m)
 	})
 	t.Run("terminate", func(t *testing.T) {
 		m := marker(t)
-		cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf(`setsid bash -c 'exec -a %s sleep 3600' </dev/null >/dev/null 2>&1 & exec bash -c 'exec -a %s-engine sleep 3600'`, m, m))
-		s, err := Supervise(bin, cmd)
+		s, err := Supervise(bin, exec.Command("/bin/sh", "-c", treeScript(m, false)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -415,7 +445,7 @@ test "$(grep -l "^%s" /proc/[0-9]*/cmdline 2>/dev/null | wc -l)" -ge 2 && exit 7
 		case <-time.After(10 * time.Second):
 			t.Fatal("supervisor did not exit after Terminate")
 		}
-		waitGone(t, m, 5*time.Second)
+		wantTreeEnded(t, m)
 	})
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		t.Run("owner killed with "+sig.String(), func(t *testing.T) {
@@ -431,12 +461,12 @@ test "$(grep -l "^%s" /proc/[0-9]*/cmdline 2>/dev/null | wc -l)" -ge 2 && exit 7
 				t.Fatal(err)
 			}
 			waitFor(t, m+"-engine")
-			waitFor(t, m+"-daemon")
+			waitFor(t, m+"-orphan")
 			// The whole process group of the owner, as a container kill or the fault
 			// tests do.
 			_ = syscall.Kill(-cmd.Process.Pid, sig)
 			_ = cmd.Wait()
-			waitGone(t, m, 5*time.Second)
+			wantTreeEnded(t, m)
 		})
 	}
 }
@@ -447,7 +477,7 @@ const ownerEnv = "SANDBOX_TEST_OWNER"
 
 func runOwner(v string) int {
 	bin, m, _ := strings.Cut(v, "|")
-	cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf(`setsid bash -c 'exec -a %s-daemon sleep 3600' </dev/null >/dev/null 2>&1 & exec bash -c 'exec -a %s-engine sleep 3600'`, m, m))
+	cmd := exec.Command("/bin/sh", "-c", treeScript(m, false))
 	s, err := Supervise(bin, cmd)
 	if err == nil {
 		err = s.Start()

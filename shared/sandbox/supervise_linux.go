@@ -9,8 +9,6 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // Supervised is an engine process run under `challfn-sandbox engine`.
@@ -20,15 +18,9 @@ type Supervised struct {
 	once     sync.Once
 }
 
-var (
-	pidNSOnce sync.Once
-	pidNSOK   bool
-)
-
 // Supervise turns cmd (not started; Path, Args, Env, Dir and the standard streams set)
 // into `bin engine -- cmd.Path cmd.Args[1:]...`. The supervisor leads a process group of
-// its own, so that a kill of the caller's group leaves it the time to end the tree, and
-// runs as PID 1 of a new PID namespace where the caller may make one (root).
+// its own, so that a kill of the caller's group leaves it the time to end the tree.
 func Supervise(bin string, cmd *exec.Cmd) (*Supervised, error) {
 	if cmd.Process != nil {
 		return nil, errors.New("sandbox: command already started")
@@ -41,27 +33,7 @@ func Supervise(bin string, cmd *exec.Cmd) (*Supervised, error) {
 	cmd.Path, cmd.Args = bin, args
 	cmd.ExtraFiles = []*os.File{r}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if pidNSAllowed() {
-		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWPID
-	}
 	return &Supervised{cmd: cmd, lifeline: w}, nil
-}
-
-// pidNSAllowed tells whether this process may make PID namespaces without a user
-// namespace (CAP_SYS_ADMIN), found once by trying.
-func pidNSAllowed() bool {
-	pidNSOnce.Do(func() {
-		if os.Geteuid() != 0 {
-			return
-		}
-		// Only the clone matters: the exec of a path that does not exist fails after it.
-		_, err := syscall.ForkExec("/nonexistent/challfn-sandbox-probe", []string{"probe"}, &syscall.ProcAttr{
-			Sys: &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID},
-		})
-		// ENOENT comes from the exec, after a successful clone; EPERM from the clone.
-		pidNSOK = errors.Is(err, syscall.ENOENT)
-	})
-	return pidNSOK
 }
 
 // Start starts the supervisor.
@@ -82,7 +54,7 @@ func (s *Supervised) Interrupt() { _ = s.cmd.Process.Signal(os.Interrupt) }
 func (s *Supervised) Terminate() { s.once.Do(func() { _ = s.lifeline.Close() }) }
 
 // Kill is SIGKILL to the supervisor: the last resort if it does not exit after
-// Terminate. In a PID namespace that ends the tree too.
+// Terminate.
 func (s *Supervised) Kill() { _ = s.cmd.Process.Kill() }
 
 // Wait waits for the supervisor (it exits with the engine's status once the tree is
