@@ -17,6 +17,11 @@
 //   - leave daemons behind: a `setsid` child and a double-forked grandchild of its own
 //     binary, and `setsid sleep`, each with additional["marker"] in its command line.
 //
+// additional["service"] = "yes" also deploys a challfn-local Service (so that a resource
+// provider runs during the deployment), and additional["sleep"] (a Go duration) makes
+// the program wait that long before it returns: the fault tests kill the function while
+// all of this runs.
+//
 // additional["mode"] = "chatty" prints additional["bytes"] bytes (default 200 MiB) to
 // stdout, stderr or the engine's log (additional["via"] = stdout|stderr|log), then
 // deploys normally. Any other mode behaves like "outputs".
@@ -84,6 +89,14 @@ func main() {
 			if err := chatter(ctx, additional); err != nil {
 				return err
 			}
+		}
+		if additional["service"] == "yes" {
+			if _, err := NewService(ctx, "service", &ServiceArgs{Flag: pulumi.String("CTF{" + id + "}")}); err != nil {
+				return err
+			}
+		}
+		if d, err := time.ParseDuration(additional["sleep"]); err == nil && !ctx.DryRun() {
+			time.Sleep(d)
 		}
 		ctx.Export("connection_info", pulumi.String(info))
 		ctx.Export("flag", pulumi.String("CTF{"+id+"}"))
