@@ -476,7 +476,7 @@ func chatter(ctx *pulumi.Context, add map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("bytes: %w", err)
 	}
-	line := strings.Repeat("chatty scenario output ", 40)[:1023] + "\n"
+	line := strings.Repeat("chatty scenario output ", 50)[:1023] + "\n"
 	switch via := or(add["via"], "stdout"); via {
 	case "stdout", "stderr":
 		w := io.Writer(os.Stdout)

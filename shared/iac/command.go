@@ -29,8 +29,8 @@ var PulumiVersion = semver.MustParse("3.220.0")
 // function. `stack ls` prints the whole backend's stack list, which the janitor needs in
 // full, and nothing a scenario writes.
 const (
-	outputHead     = 4 << 20
-	outputTail     = 1 << 20
+	outputHead     = 1 << 20
+	outputTail     = 256 << 10
 	stackListLimit = 256 << 20
 )
 

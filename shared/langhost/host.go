@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/constant"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -52,10 +53,17 @@ type Host struct {
 	// read and dropped, so that a chatty program neither blocks nor floods the engine,
 	// its event log and challfn's memory.
 	OutputMax int64
+	// LogMax caps what a jailed program may send to the engine's own service (its logs,
+	// ctx.Log): past it, that connection is closed and the program's logging fails. The
+	// engine keeps every log message in memory until the operation ends.
+	LogMax int64
 }
 
 // DefaultOutputMax is Host.OutputMax's default: far more than any diagnostic needs.
 const DefaultOutputMax = 1 << 20
+
+// DefaultLogMax is Host.LogMax's default.
+const DefaultLogMax = 16 << 20
 
 // New returns a host that talks to the engine at engineAddress (may be empty: the engine
 // then gives it in Handshake) and compiles Go sources into cacheDir.
@@ -67,6 +75,7 @@ func New(engineAddress, cacheDir string) *Host {
 		Stderr:        os.Stderr,
 		Sandbox:       &sandbox.Runner{Mode: sandbox.Off},
 		OutputMax:     DefaultOutputMax,
+		LogMax:        DefaultLogMax,
 	}
 }
 
@@ -166,11 +175,24 @@ func (h *Host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	stdout := &cappedWriter{w: h.Stdout, max: h.OutputMax, what: "stdout"}
 	stderr := &cappedWriter{w: h.Stderr, max: h.OutputMax, what: "stderr"}
 	prog.Stdout, prog.Stderr = stdout, io.MultiWriter(stderr, tail)
+	var flooded atomic.Value // the message, once the program logged too much
+	if engine != "" && len(prog.Forward) == 2 {
+		prog.Limits = []int64{0, h.LogMax}
+		prog.OnLimit = func(_ string, limit int64) {
+			msg := fmt.Sprintf("challfn: the program sent more than %d bytes of logs to the engine; its connection to the engine was closed", limit)
+			flooded.Store(msg)
+			fmt.Fprintln(prog.Stderr, msg)
+		}
+	}
 	res, err := h.Sandbox.Run(ctx, prog)
 	stdout.finish()
 	stderr.finish()
 	if err != nil {
 		return &pulumirpc.RunResponse{Error: fmt.Sprintf("could not run program %s: %v", bin, err)}, nil
+	}
+	if msg, ok := flooded.Load().(string); ok && res.Code != 0 {
+		// Rather than the program's own error (its logging failed): the cause.
+		return &pulumirpc.RunResponse{Error: msg}, nil
 	}
 	if res.Code == 0 {
 		return &pulumirpc.RunResponse{}, nil

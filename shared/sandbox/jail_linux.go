@@ -35,6 +35,11 @@ type Program struct {
 	// engine's monitor and engine services. The jail serves each on its own loopback and
 	// forwards the connections to the real one.
 	Forward []string
+	// Limits, when set, caps what the program may send on each forwarded address (in
+	// the order of Forward; 0: no cap): a connection that passes it is closed, and
+	// OnLimit told. A program flooding the engine with logs grows the engine's memory.
+	Limits  []int64
+	OnLimit func(addr string, limit int64)
 	// Stdout and Stderr receive the program's output.
 	Stdout, Stderr io.Writer
 	// TmpBytes caps the program's private /tmp (default 64 MiB).
@@ -225,9 +230,13 @@ func (r *Runner) runJail(ctx context.Context, f Flavor, p Program) (int, error) 
 		_ = cmd.Wait()
 		return -1, &unavailableError{err}
 	}
-	fw := &forwarder{}
+	fw := &forwarder{onLimit: p.OnLimit}
 	for i, l := range listeners {
-		fw.serve(l, p.Forward[i])
+		var limit int64
+		if i < len(p.Limits) {
+			limit = p.Limits[i]
+		}
+		fw.serve(l, p.Forward[i], limit)
 	}
 	defer fw.close()
 
@@ -304,13 +313,14 @@ func readReady(ctrl *net.UnixConn, n int) ([]net.Listener, error) {
 
 // forwarder copies the jail's connections to the engine's addresses.
 type forwarder struct {
+	onLimit   func(addr string, limit int64)
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[net.Conn]bool
 	wg        sync.WaitGroup
 }
 
-func (f *forwarder) serve(l net.Listener, to string) {
+func (f *forwarder) serve(l net.Listener, to string, limit int64) {
 	f.mu.Lock()
 	f.listeners = append(f.listeners, l)
 	f.mu.Unlock()
@@ -320,12 +330,12 @@ func (f *forwarder) serve(l net.Listener, to string) {
 			if err != nil {
 				return
 			}
-			f.wg.Go(func() { f.pipe(c, to) })
+			f.wg.Go(func() { f.pipe(c, to, limit) })
 		}
 	})
 }
 
-func (f *forwarder) pipe(in net.Conn, to string) {
+func (f *forwarder) pipe(in net.Conn, to string, limit int64) {
 	out, err := net.DialTimeout("tcp", to, 10*time.Second)
 	if err != nil {
 		in.Close()
@@ -341,7 +351,14 @@ func (f *forwarder) pipe(in net.Conn, to string) {
 			out.Close()
 		})
 	}
-	go func() { _, _ = io.Copy(out, in); end() }()
+	go func() {
+		if limit <= 0 {
+			_, _ = io.Copy(out, in)
+		} else if n, _ := io.CopyN(out, in, limit); n == limit && f.onLimit != nil {
+			f.onLimit(to, limit)
+		}
+		end()
+	}()
 	_, _ = io.Copy(in, out)
 	end()
 	f.untrack(in, out)

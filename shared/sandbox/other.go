@@ -26,6 +26,8 @@ type Program struct {
 	ReadOnly       []string
 	Hide           []string
 	Forward        []string
+	Limits         []int64
+	OnLimit        func(addr string, limit int64)
 	Stdout, Stderr io.Writer
 	TmpBytes       int64
 }
