@@ -143,3 +143,41 @@ func TestChattyScenarioMemory(t *testing.T) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// BenchmarkChattyScenarioRSS: peak resident sets, of the function process and of its
+// whole tree (engine, plugins, program), for a quiet deployment and for 200 MiB of
+// scenario output to stdout and to the engine's log, with the jail (auto) and without
+// (off: the logs are not cut before the engine). Not asserted:
+//
+//	go test ./e2e -run '^$' -bench ChattyScenarioRSS -benchtime=1x
+func BenchmarkChattyScenarioRSS(b *testing.B) {
+	srv := etcdtest.Server(b)
+	s := fltSetup(b, srv.Endpoints())
+	ref := fltPush(b, s, "attacker")
+	for _, mode := range []string{"auto", "off"} {
+		p := fltStart(b, s, map[string]string{"TESTSERVER_EVENTS": "inline", "DEPLOY_TIMEOUT": "300s", "SCENARIO_SANDBOX": mode})
+		cid := "rss-" + mode
+		fltMust(b, p.URL, "POST", "/api/v1/challenge", `{"id":"`+cid+`","scenario":"`+ref+`"}`, http.StatusOK)
+		memRun(b, p, cid, "warm", `{}`)
+		for _, run := range []struct{ name, additional string }{
+			{"quiet", `{}`},
+			{"stdout", fmt.Sprintf(`{"mode":"chatty","via":"stdout","bytes":"%d"}`, memChattyBytes)},
+			{"log", fmt.Sprintf(`{"mode":"chatty","via":"log","bytes":"%d"}`, memChattyBytes)},
+		} {
+			b.Run(mode+"/"+run.name, func(b *testing.B) {
+				var fn, tree int64
+				for i := 0; i < b.N; i++ {
+					start := memPeak(p.cmd.Process.Pid)
+					r, peak, t := memRun(b, p, cid, fmt.Sprintf("%s-%d-%d", run.name, i, time.Now().UnixNano()), run.additional)
+					if r.Err != nil {
+						b.Fatal(r.Err)
+					}
+					fn, tree = max(fn, peak-start), max(tree, t)
+				}
+				b.ReportMetric(mib(memPeak(p.cmd.Process.Pid)), "fn-peak-MiB")
+				b.ReportMetric(mib(fn), "fn-growth-MiB")
+				b.ReportMetric(mib(tree), "tree-peak-MiB")
+			})
+		}
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
+
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 // countingPulumi puts a wrapper script at <root>/bin/pulumi that logs each invocation, then
@@ -165,4 +167,42 @@ func BenchmarkEngine(b *testing.B) {
 		}
 		measure(b, take, nil, func(i int) error { return create(id(i)) })
 	})
+}
+
+// BenchmarkSandbox: the cost of the containment per create and destroy (the supervisor
+// around every CLI process, the program's jail), against sandbox.Off, median of b.N:
+//
+//	go test ./shared/iac -run '^$' -bench BenchmarkSandbox -benchtime=5x
+func BenchmarkSandbox(b *testing.B) {
+	ctx := context.Background()
+	p := scenario(b, "outputs")
+	for _, mode := range []sandbox.Mode{sandbox.Require, sandbox.Off} {
+		e, err := New(Config{PulumiBin: pulumiBin, BackendURL: "file://" + b.TempDir(), Passphrase: testPassphrase, TempDir: b.TempDir(), Sandbox: mode})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := e.Create(ctx, p, "warmup0000000000", nil); err != nil { // compile once
+			b.Fatal(err)
+		}
+		flavor, _ := e.Sandbox()
+		// Fresh identities across the benchmark's runs (b.N=1 first, then b.N).
+		n := 0
+		next := func() string { n++; return fmt.Sprintf("sb%014d", n) }
+		none := func() int { return 0 }
+		b.Run("Create/"+string(mode)+"/"+string(flavor), func(b *testing.B) {
+			measure(b, none, nil, func(int) error {
+				_, err := e.Create(ctx, p, next(), nil)
+				return err
+			})
+		})
+		b.Run("Destroy/"+string(mode)+"/"+string(flavor), func(b *testing.B) {
+			var id string
+			measure(b, none, func(int) {
+				id = next()
+				if _, err := e.Create(ctx, p, id, nil); err != nil {
+					b.Fatal(err)
+				}
+			}, func(int) error { return e.Destroy(ctx, p, id) })
+		})
+	}
 }
