@@ -51,6 +51,7 @@ type sbxReport struct {
 	Daemons   []string          `json:"daemons"`
 	Found     []string          `json:"found"`
 	Self      string            `json:"self"`
+	StackRef  string            `json:"stackRef"`
 }
 
 // sbxAttack is one attack against a function process (internal/testserver) whose
@@ -66,6 +67,16 @@ type sbxAttack struct {
 	writes  []string
 	report  sbxReport
 	rawInfo string
+	// victimStack is the victim's stack name, for StackReference attempts.
+	victimStack string
+}
+
+// stackRef deploys the attacker in mode "stackref": a StackReference to the victim's
+// stack, its outputs exported as connection_info.
+func (a *sbxAttack) stackRef(t *testing.T) secResp {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"challengeId": "attacker", "sourceId": "ref", "additional": map[string]string{"mode": "stackref", "stackref": a.victimStack}})
+	return secDo(t, a.p.URL, "POST", "/api/v1/instance", string(body), a.auth)
 }
 
 func sbxRun(t *testing.T, mode sandbox.Mode) *sbxAttack {
@@ -121,7 +132,9 @@ func sbxRun(t *testing.T, mode sandbox.Mode) *sbxAttack {
 		"etcd":     etcd,
 		"registry": s.Registry.Host(),
 		"marker":   a.marker,
+		"stackref": "organization/outputs/" + identity,
 	}
+	a.victimStack = "organization/outputs/" + identity
 	must("POST", "/api/v1/challenge", `{"id":"attacker","scenario":"`+fltPush(t, s, "attacker")+`"}`)
 	body, _ := json.Marshal(map[string]any{"challengeId": "attacker", "sourceId": "a", "additional": additional})
 	var in struct {
@@ -137,6 +150,15 @@ func sbxRun(t *testing.T, mode sandbox.Mode) *sbxAttack {
 	t.Cleanup(func() {
 		for _, p := range sbxMarked(a.marker) {
 			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		if mode == sandbox.Off {
+			// Without containment the escaped daemons would fail the fault helpers'
+			// check when the function process ends (fltProc.Kill): they are the control.
+			for _, q := range fltTree(-1, a.p.owner) {
+				if q.pid != a.p.cmd.Process.Pid && q.session != fltProcs()[a.p.cmd.Process.Pid].session {
+					_ = syscall.Kill(q.pid, syscall.SIGKILL)
+				}
+			}
 		}
 		for _, w := range a.writes {
 			_ = os.Remove(w)
@@ -238,6 +260,15 @@ func TestSandboxAttacker(t *testing.T) {
 		}
 	}
 
+	// Through the engine: another stack's outputs, by the builtin function and by a
+	// StackReference resource, are refused.
+	if !sbxFailed(r.StackRef) || !strings.Contains(r.StackRef, "cannot read other stacks") {
+		t.Errorf("readStackOutputs of the victim: %s", r.StackRef)
+	}
+	if ref := a.stackRef(t); ref.status == 200 || strings.Contains(string(ref.body), a.flag) {
+		t.Errorf("a StackReference to the victim: %d %s", ref.status, ref.body)
+	}
+
 	// The network: etcd, the registry and the function itself are out of reach.
 	for addr, o := range r.Dials {
 		if !sbxFailed(o) {
@@ -291,6 +322,12 @@ func TestSandboxOffControl(t *testing.T) {
 	}
 	if !slices.Contains(r.Flags, a.flag) {
 		t.Errorf("without the sandbox the victim's flag %s should be found; flags %v", a.flag, r.Flags)
+	}
+	if sbxFailed(r.StackRef) || !strings.Contains(r.StackRef, a.flag) {
+		t.Errorf("without the sandbox readStackOutputs should give the victim's outputs: %s", r.StackRef)
+	}
+	if ref := a.stackRef(t); ref.status != 200 || !strings.Contains(string(ref.body), a.flag) {
+		t.Errorf("without the sandbox a StackReference should give the victim's flag: %d %s", ref.status, ref.body)
 	}
 	if o := r.Reads[filepath.Join(a.s.Dir, "state")]; sbxFailed(o) {
 		t.Errorf("without the sandbox the state folder should be readable: %s", o)

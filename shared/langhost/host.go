@@ -14,13 +14,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/constant"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -53,9 +53,8 @@ type Host struct {
 	// read and dropped, so that a chatty program neither blocks nor floods the engine,
 	// its event log and challfn's memory.
 	OutputMax int64
-	// LogMax caps what a jailed program may send to the engine's own service (its logs,
-	// ctx.Log): past it, that connection is closed and the program's logging fails. The
-	// engine keeps every log message in memory until the operation ends.
+	// LogMax caps the logs a jailed program sends the engine (ctx.Log): past it, they
+	// are dropped. The engine keeps every log message in memory until the operation ends.
 	LogMax int64
 }
 
@@ -175,24 +174,32 @@ func (h *Host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	stdout := &cappedWriter{w: h.Stdout, max: h.OutputMax, what: "stdout"}
 	stderr := &cappedWriter{w: h.Stderr, max: h.OutputMax, what: "stderr"}
 	prog.Stdout, prog.Stderr = stdout, io.MultiWriter(stderr, tail)
-	var flooded atomic.Value // the message, once the program logged too much
-	if engine != "" && len(prog.Forward) == 2 {
-		prog.Limits = []int64{0, h.LogMax}
-		prog.OnLimit = func(_ string, limit int64) {
-			msg := fmt.Sprintf("challfn: the program sent more than %d bytes of logs to the engine; its connection to the engine was closed", limit)
-			flooded.Store(msg)
-			fmt.Fprintln(prog.Stderr, msg)
+	// A jailed program reaches the engine through proxies (proxy.go).
+	var proxies []*engineProxy
+	defer func() {
+		for _, p := range proxies {
+			p.stop()
 		}
+	}()
+	var mu sync.Mutex
+	warn := func(msg string) { fmt.Fprintln(prog.Stderr, msg) }
+	prog.Serve = func(addr string, l net.Listener) {
+		p, err := newEngineProxy(addr, h.LogMax, warn)
+		if err != nil {
+			warn("challfn: " + err.Error())
+			l.Close()
+			return
+		}
+		mu.Lock()
+		proxies = append(proxies, p)
+		mu.Unlock()
+		p.serve(l)
 	}
 	res, err := h.Sandbox.Run(ctx, prog)
 	stdout.finish()
 	stderr.finish()
 	if err != nil {
 		return &pulumirpc.RunResponse{Error: fmt.Sprintf("could not run program %s: %v", bin, err)}, nil
-	}
-	if msg, ok := flooded.Load().(string); ok && res.Code != 0 {
-		// Rather than the program's own error (its logging failed): the cause.
-		return &pulumirpc.RunResponse{Error: msg}, nil
 	}
 	if res.Code == 0 {
 		return &pulumirpc.RunResponse{}, nil

@@ -42,8 +42,6 @@ func Main(args []string, stdout io.Writer) error {
 	// The environment holds the stacks' passphrase (the engine's, passed on to its
 	// plugins): no program of the same uid may read it through /proc.
 	_ = sandbox.SetUndumpable()
-	// Without a jail, a program's daemons come back to the host, which ends them.
-	_ = sandbox.SetSubreaper()
 	host := New(engine, *cacheDir)
 	mode, err := sandbox.ParseMode(os.Getenv(sandbox.EnvMode))
 	if err != nil {
@@ -54,19 +52,20 @@ func Main(args []string, stdout io.Writer) error {
 		self, _ := os.Executable()
 		// Not found: Runner refuses the jails and Require fails each Run, saying why.
 		host.Sandbox.Bin, _ = sandbox.FindBin("", self)
+		// Without a jail, a program's daemons come back to the host, which ends them.
+		_ = sandbox.SetSubreaper()
+		// Ended by the engine (SIGINT, its plugin shutdown) or by challfn-sandbox's
+		// supervisor (SIGTERM): end the programs' trees first.
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+		go func() {
+			<-sigs
+			sandbox.KillDescendants()
+			os.Exit(1)
+		}()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// Ended by the engine (SIGINT, its plugin shutdown) or by challfn-sandbox's supervisor
-	// (SIGTERM): end the programs' trees first. Without a jail the host is their
-	// subreaper, so their daemons are among its descendants.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-sigs
-		sandbox.KillDescendants()
-		os.Exit(1)
-	}()
 	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
 		Init: func(s *grpc.Server) error {
 			pulumirpc.RegisterLanguageRuntimeServer(s, host)

@@ -35,11 +35,10 @@ type Program struct {
 	// engine's monitor and engine services. The jail serves each on its own loopback and
 	// forwards the connections to the real one.
 	Forward []string
-	// Limits, when set, caps what the program may send on each forwarded address (in
-	// the order of Forward; 0: no cap): a connection that passes it is closed, and
-	// OnLimit told. A program flooding the engine with logs grows the engine's memory.
-	Limits  []int64
-	OnLimit func(addr string, limit int64)
+	// Serve, when set, answers the connections of the listener serving addr in the jail
+	// itself (the language host's engine proxy) instead of Run's plain forwarding. It
+	// must return once the listener is closed (when the program has ended).
+	Serve func(addr string, l net.Listener)
 	// Stdout and Stderr receive the program's output.
 	Stdout, Stderr io.Writer
 	// TmpBytes caps the program's private /tmp (default 64 MiB).
@@ -230,13 +229,14 @@ func (r *Runner) runJail(ctx context.Context, f Flavor, p Program) (int, error) 
 		_ = cmd.Wait()
 		return -1, &unavailableError{err}
 	}
-	fw := &forwarder{onLimit: p.OnLimit}
+	fw := &forwarder{}
 	for i, l := range listeners {
-		var limit int64
-		if i < len(p.Limits) {
-			limit = p.Limits[i]
+		if p.Serve != nil {
+			fw.own(l)
+			go p.Serve(p.Forward[i], l)
+			continue
 		}
-		fw.serve(l, p.Forward[i], limit)
+		fw.serve(l, p.Forward[i])
 	}
 	defer fw.close()
 
@@ -313,29 +313,33 @@ func readReady(ctrl *net.UnixConn, n int) ([]net.Listener, error) {
 
 // forwarder copies the jail's connections to the engine's addresses.
 type forwarder struct {
-	onLimit   func(addr string, limit int64)
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[net.Conn]bool
 	wg        sync.WaitGroup
 }
 
-func (f *forwarder) serve(l net.Listener, to string, limit int64) {
+// own makes l closed with the forwarder.
+func (f *forwarder) own(l net.Listener) {
 	f.mu.Lock()
 	f.listeners = append(f.listeners, l)
 	f.mu.Unlock()
+}
+
+func (f *forwarder) serve(l net.Listener, to string) {
+	f.own(l)
 	f.wg.Go(func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			f.wg.Go(func() { f.pipe(c, to, limit) })
+			f.wg.Go(func() { f.pipe(c, to) })
 		}
 	})
 }
 
-func (f *forwarder) pipe(in net.Conn, to string, limit int64) {
+func (f *forwarder) pipe(in net.Conn, to string) {
 	out, err := net.DialTimeout("tcp", to, 10*time.Second)
 	if err != nil {
 		in.Close()
@@ -351,14 +355,7 @@ func (f *forwarder) pipe(in net.Conn, to string, limit int64) {
 			out.Close()
 		})
 	}
-	go func() {
-		if limit <= 0 {
-			_, _ = io.Copy(out, in)
-		} else if n, _ := io.CopyN(out, in, limit); n == limit && f.onLimit != nil {
-			f.onLimit(to, limit)
-		}
-		end()
-	}()
+	go func() { _, _ = io.Copy(out, in); end() }()
 	_, _ = io.Copy(in, out)
 	end()
 	f.untrack(in, out)

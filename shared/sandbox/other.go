@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os/exec"
 )
 
@@ -26,8 +27,7 @@ type Program struct {
 	ReadOnly       []string
 	Hide           []string
 	Forward        []string
-	Limits         []int64
-	OnLimit        func(addr string, limit int64)
+	Serve          func(addr string, l net.Listener)
 	Stdout, Stderr io.Writer
 	TmpBytes       int64
 }
