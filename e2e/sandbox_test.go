@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -69,6 +72,22 @@ type sbxAttack struct {
 	rawInfo string
 	// victimStack is the victim's stack name, for StackReference attempts.
 	victimStack string
+}
+
+// plugin deploys the attacker in mode "plugin": a resource whose provider is to be
+// downloaded from a server of the test's; it returns the answer and how many downloads
+// the engine attempted.
+func (a *sbxAttack) plugin(t *testing.T) (secResp, int64) {
+	t.Helper()
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		http.NotFound(w, nil)
+	}))
+	defer srv.Close()
+	body, _ := json.Marshal(map[string]any{"challengeId": "attacker", "sourceId": "plugin", "additional": map[string]string{"mode": "plugin", "plugin": srv.URL}})
+	r := secDo(t, a.p.URL, "POST", "/api/v1/instance", string(body), a.auth)
+	return r, hits.Load()
 }
 
 // stackRef deploys the attacker in mode "stackref": a StackReference to the victim's
@@ -269,6 +288,11 @@ func TestSandboxAttacker(t *testing.T) {
 		t.Errorf("a StackReference to the victim: %d %s", ref.status, ref.body)
 	}
 
+	// The engine fetches no provider a scenario names: it would run outside the jail.
+	if r, hits := a.plugin(t); r.status == 200 || hits != 0 {
+		t.Errorf("a provider to download: %d %s, %d download attempts", r.status, r.body, hits)
+	}
+
 	// The network: etcd, the registry and the function itself are out of reach.
 	for addr, o := range r.Dials {
 		if !sbxFailed(o) {
@@ -328,6 +352,9 @@ func TestSandboxOffControl(t *testing.T) {
 	}
 	if ref := a.stackRef(t); ref.status != 200 || !strings.Contains(string(ref.body), a.flag) {
 		t.Errorf("without the sandbox a StackReference should give the victim's flag: %d %s", ref.status, ref.body)
+	}
+	if _, hits := a.plugin(t); hits == 0 {
+		t.Errorf("without the sandbox the engine should try to download the provider the scenario names")
 	}
 	if o := r.Reads[filepath.Join(a.s.Dir, "state")]; sbxFailed(o) {
 		t.Errorf("without the sandbox the state folder should be readable: %s", o)

@@ -23,6 +23,10 @@
 // additional["mode"] = "stackref" deploys a StackReference to additional["stackref"] and
 // exports its outputs as connection_info (a refused reference fails the deployment).
 //
+// additional["mode"] = "plugin" deploys a resource of a provider nobody installed, to be
+// downloaded from additional["plugin"] (a URL): an engine that fetches it would run the
+// attacker's binary outside the jail.
+//
 // additional["service"] = "yes" also deploys a challfn-local Service (so that a resource
 // provider runs during the deployment), and additional["sleep"] (a Go duration) makes
 // the program wait that long before it returns: the fault tests kill the function while
@@ -115,6 +119,10 @@ func main() {
 				return string(b)
 			}).(pulumi.StringOutput))
 			return nil
+		case "plugin":
+			var res pulumi.CustomResourceState
+			return ctx.RegisterResource("evil:index:Thing", "thing", nil, &res,
+				pulumi.Version("1.0.0"), pulumi.PluginDownloadURL(additional["plugin"]))
 		case "chatty":
 			if err := chatter(ctx, additional); err != nil {
 				return err

@@ -166,6 +166,12 @@ func (e *Engine) env(project string) map[string]string {
 		env["PULUMI_CONFIG_PASSPHRASE"] = e.cfg.Passphrase
 		env["PULUMI_CONFIG_PASSPHRASE_FILE"] = ""
 	}
+	if e.cfg.Sandbox != sandbox.Off {
+		// A scenario may name any provider (and where to download it from): the engine
+		// would fetch and run it outside the jail, with its credentials. Only the
+		// providers the operator installed run (docs/threat-model.md).
+		env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
+	}
 	// For the language host (the engine passes its environment to its plugins).
 	env[sandbox.EnvMode] = string(e.cfg.Sandbox)
 	env[sandbox.EnvBin] = e.cfg.SandboxBin
