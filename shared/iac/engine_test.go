@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 const testPassphrase = "challfn-test-passphrase"
@@ -594,5 +596,28 @@ func TestUpdateOfLostStack(t *testing.T) {
 		if err := e.DestroyStack(ctx, "additional", id); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestRequireWithoutJail: with sandbox.Require, an Engine that cannot jail a program
+// (here a challfn-sandbox whose jail never starts) is refused, saying why; with sandbox.Auto
+// it runs programs without a jail and says so.
+func TestRequireWithoutJail(t *testing.T) {
+	broken := filepath.Join(t.TempDir(), "challfn-sandbox")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\n[ \"$1\" = true ] && exit 0\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{PulumiBin: pulumiBin, BackendURL: "file://" + t.TempDir(), Passphrase: testPassphrase, TempDir: t.TempDir(), SandboxBin: broken}
+	cfg.Sandbox = sandbox.Require
+	if _, err := New(cfg); !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(err.Error(), "jail did not start") {
+		t.Fatalf("Require without a working jail: %v", err)
+	}
+	cfg.Sandbox = sandbox.Auto
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flavor, why := e.Sandbox(); flavor != sandbox.FlavorNone || why == "" {
+		t.Fatalf("Auto without a working jail: flavor %q (%q)", flavor, why)
 	}
 }
