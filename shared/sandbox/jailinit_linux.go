@@ -196,6 +196,9 @@ func buildJail(spec jailSpec) (jailReady, []*os.File, error) {
 	// Hidden paths first (an empty tmpfs over each), then the program's own paths,
 	// which may lie under one of them (the program folder inside the scenario cache).
 	for _, h := range spec.Hide {
+		if h == "/" || under(h, "/tmp") || under(h, "/dev") || under(h, "/proc") {
+			continue // the jail's own: nothing of the machine's is there
+		}
 		if err := hidePath(root, h); err != nil {
 			return ready, nil, err
 		}

@@ -242,7 +242,7 @@ func TestJail(t *testing.T) {
 				`cat ` + filepath.Join(f.cache, "other.txt") + ` >/dev/null 2>&1 && echo "read-other=yes" || echo "read-other=no"`,
 				`touch ` + f.outside + ` 2>/dev/null && echo "write-outside=yes" || echo "write-outside=no"`,
 				`touch ` + filepath.Join(f.prog, "x") + ` 2>/dev/null && echo "write-own=yes" || echo "write-own=no"`,
-				`touch /tmp/x 2>/dev/null && echo "write-tmp=yes" || echo "write-tmp=no"`,
+				`head -c 8388608 /dev/zero > /tmp/x 2>/dev/null && echo "write-tmp=yes" || echo "write-tmp=no"`,
 				`touch /usr/x 2>/dev/null && echo "write-usr=yes" || echo "write-usr=no"`,
 				`echo "hostname=$(cat /proc/sys/kernel/hostname)"`,
 				`echo "caps=$(grep CapEff /proc/self/status | tr -d '\t')"`,
@@ -252,7 +252,8 @@ func TestJail(t *testing.T) {
 			}, "\n")
 			rep := helper(t, tc.nobody, runRequest{
 				Bin: bin, Script: script, Mode: Require,
-				ReadOnly: []string{f.prog}, Hide: []string{f.cache, f.secretDir},
+				// /tmp stands for the work directories' parent: the jail's own /tmp stays.
+				ReadOnly: []string{f.prog}, Hide: []string{f.cache, f.secretDir, "/tmp"},
 				Forward: []string{allowed},
 			})
 			if rep.Result.Flavor != tc.flavor || rep.Result.Code != 0 {
