@@ -51,6 +51,8 @@ func fltServerBin(t testing.TB) string {
 			fltBinErr = err
 			return
 		}
+		// Readable by every uid: a function process may run as another user (fltShared.UID).
+		_ = os.Chmod(dir, 0o755)
 		fltBin = filepath.Join(dir, "testserver")
 		cmd := exec.Command("go", "build", "-o", fltBin, "./internal/testserver")
 		cmd.Dir = testenv.Root()
@@ -73,6 +75,9 @@ type fltShared struct {
 	Engine    *iac.Engine // a client of the backend, for listing stacks
 	Store     *store.Store
 	Env       map[string]string // extra variables of every process
+	// UID, when not 0, is the user (and group) the function processes run as, as in the
+	// images (65532); the test makes the shared folders theirs.
+	UID int
 }
 
 // fltSetup makes the shared parts around endpoints (an etcd the caller runs).
@@ -174,6 +179,9 @@ func fltStart(t testing.TB, s *fltShared, extra map[string]string) *fltProc {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if s.UID != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(s.UID), Gid: uint32(s.UID)}
+	}
 	p := &fltProc{cmd: cmd, log: &fltLog{}, done: make(chan struct{}), t: t, owner: owner}
 	cmd.Stderr = p.log
 	out, err := cmd.StdoutPipe()

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/etcd/etcdtest"
 	"github.com/challfn/challfn/shared/sandbox"
 )
@@ -98,7 +100,15 @@ func (a *sbxAttack) stackRef(t *testing.T) secResp {
 	return secDo(t, a.p.URL, "POST", "/api/v1/instance", string(body), a.auth)
 }
 
-func sbxRun(t *testing.T, mode sandbox.Mode) *sbxAttack {
+// sbxOptions vary the function process of an attack.
+type sbxOptions struct {
+	// uid, when not 0, runs the function process as that user, with the binaries
+	// root's and execute-only as in the images, and a prebuilt attacker (the user
+	// has no Go toolchain cache to compile with).
+	uid int
+}
+
+func sbxRun(t *testing.T, mode sandbox.Mode, opts sbxOptions) *sbxAttack {
 	t.Helper()
 	srv := etcdtest.Server(t)
 	s := fltSetup(t, srv.Endpoints())
@@ -112,6 +122,20 @@ func sbxRun(t *testing.T, mode sandbox.Mode) *sbxAttack {
 	for k, v := range sbxSecrets {
 		extra[k] = v
 	}
+	attacker := func() string { return fltPush(t, s, "attacker") }
+	victimRef := func() string { return fltPush(t, s, "outputs") }
+	if opts.uid != 0 {
+		home := sbxUnprivileged(t, s, opts.uid, extra)
+		_ = os.MkdirAll(a.cache, 0o755)
+		_ = os.Chown(a.cache, opts.uid, opts.uid)
+		for d := filepath.Dir(a.cache); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+			_ = os.Chmod(d, 0o755)
+		}
+		extra["HOME"] = home
+		extra["PULUMI_HOME"] = filepath.Join(home, ".pulumi")
+		attacker = func() string { return (&testenv.Env{Registry: s.Registry}).PushDir(t, sbxPrebuilt(t, "attacker"), "attacker-prebuilt") }
+		victimRef = func() string { return (&testenv.Env{Registry: s.Registry}).PushDir(t, sbxPrebuilt(t, "outputs"), "outputs-prebuilt") }
+	}
 	a.p = fltStart(t, s, extra)
 	must := func(method, path, body string) []byte {
 		t.Helper()
@@ -124,7 +148,7 @@ func sbxRun(t *testing.T, mode sandbox.Mode) *sbxAttack {
 
 	// The victim: another challenge's live instance, whose flag is in the state folder
 	// and in etcd.
-	must("POST", "/api/v1/challenge", `{"id":"victim","scenario":"`+fltPush(t, s, "outputs")+`"}`)
+	must("POST", "/api/v1/challenge", `{"id":"victim","scenario":"`+victimRef()+`"}`)
 	var victim struct {
 		Flags []string `json:"flags"`
 	}
@@ -154,7 +178,7 @@ func sbxRun(t *testing.T, mode sandbox.Mode) *sbxAttack {
 		"stackref": "organization/outputs/" + identity,
 	}
 	a.victimStack = "organization/outputs/" + identity
-	must("POST", "/api/v1/challenge", `{"id":"attacker","scenario":"`+fltPush(t, s, "attacker")+`"}`)
+	must("POST", "/api/v1/challenge", `{"id":"attacker","scenario":"`+attacker()+`"}`)
 	body, _ := json.Marshal(map[string]any{"challengeId": "attacker", "sourceId": "a", "additional": additional})
 	var in struct {
 		ConnectionInfo string `json:"connectionInfo"`
@@ -214,10 +238,79 @@ func sbxMarker() string { return fmt.Sprintf("attacker-daemon-%d", time.Now().Un
 func sbxFailed(outcome string) bool { return strings.HasPrefix(outcome, "error: ") }
 
 func TestSandboxAttacker(t *testing.T) {
-	a := sbxRun(t, sandbox.Require)
+	sbxAttackFails(t, sbxRun(t, sandbox.Require, sbxOptions{}), "")
+}
+
+// TestSandboxAttackerUnprivileged is TestSandboxAttacker with the function process run
+// unprivileged, as the images run on Knative (where the kernel and the runtime allow
+// user namespaces): FlavorUserNS, the binaries root's and execute-only. The uid is
+// nobody's: the images' 65532 has no entry in this machine's /etc/passwd, and the engine
+// names the user in its stack locks.
+func TestSandboxAttackerUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the function as another user; TestSandboxAttacker runs unprivileged already")
+	}
+	sbxAttackFails(t, sbxRun(t, sandbox.Require, sbxOptions{uid: 65534}), sandbox.FlavorUserNS)
+}
+
+// sbxUnprivileged prepares what a function process of uid needs: the shared folders its
+// own, the binaries in a folder of their own, root's and execute-only (0711) as in the
+// images. It sets CHALLFN_PULUMI and PATH in extra and returns a HOME.
+func sbxUnprivileged(t *testing.T, s *fltShared, uid int, extra map[string]string) string {
+	t.Helper()
+	s.UID = uid
+	_ = filepath.Walk(s.Dir, func(p string, _ os.FileInfo, _ error) error { return os.Lchown(p, uid, uid) })
+	// t.TempDir's parents are 0700.
+	for d := s.Dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		_ = os.Chmod(d, 0o755)
+	}
+	bin := t.TempDir()
+	_ = os.Chmod(bin, 0o755)
+	_ = os.Chmod(filepath.Dir(bin), 0o755)
+	for _, name := range []string{"pulumi", "pulumi-language-go", "challfn-sandbox", "pulumi-resource-challfn-local"} {
+		b, err := os.ReadFile(filepath.Join(testenv.Root(), ".bin", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, name), b, 0o711); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Chmod(filepath.Join(bin, name), 0o711)
+	}
+	extra["CHALLFN_PULUMI"] = filepath.Join(bin, "pulumi")
+	extra["PATH"] = bin + string(os.PathListSeparator) + "/usr/local/bin:/usr/bin:/bin"
+	home := filepath.Join(filepath.Dir(bin), "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chown(home, uid, uid)
+	return home
+}
+
+// sbxPrebuilt builds scenarios/<name> (project name) into a prebuilt scenario folder.
+func sbxPrebuilt(t *testing.T, name string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "main"), ".")
+	cmd.Dir = filepath.Join(testenv.Root(), "scenarios", name)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the attacker: %v\n%s", err, out)
+	}
+	project := "name: " + name + "\nruntime:\n  name: go\n  options:\n    binary: ./main\n"
+	if err := os.WriteFile(filepath.Join(dir, "Pulumi.yaml"), []byte(project), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// sbxAttackFails checks that every attempt of the attack failed; want, when set, is the
+// flavor the jail must have.
+func sbxAttackFails(t *testing.T, a *sbxAttack, want sandbox.Flavor) {
+	t.Helper()
 	r := a.report
 	flavor := sandbox.Flavor(a.flavor())
-	if flavor != sandbox.FlavorRoot && flavor != sandbox.FlavorUserNS {
+	if flavor != sandbox.FlavorRoot && flavor != sandbox.FlavorUserNS || (want != "" && flavor != want) {
 		t.Fatalf("SCENARIO_SANDBOX=require ran with flavor %q:\n%s", flavor, a.p.log.String())
 	}
 	t.Logf("flavor %s; the attacker ran as uid %d on host %q, ancestors %v", flavor, r.UID, r.Hostname, r.Ancestors)
@@ -269,7 +362,9 @@ func TestSandboxAttacker(t *testing.T) {
 		t.Errorf("flags found: %v", r.Flags)
 	}
 	for p, o := range r.Writes {
-		if !sbxFailed(o) {
+		// Under /tmp the program writes in its own private /tmp: allowed, and not the
+		// machine's (checked below).
+		if !sbxFailed(o) && !strings.HasPrefix(p, "/tmp/") {
 			t.Errorf("write %s: %s", p, o)
 		}
 	}
@@ -337,7 +432,7 @@ func TestSandboxAttacker(t *testing.T) {
 // TestSandboxOffControl is the control of TestSandboxAttacker: without the sandbox the
 // same attack succeeds at each step, so each check there can fail.
 func TestSandboxOffControl(t *testing.T) {
-	a := sbxRun(t, sandbox.Off)
+	a := sbxRun(t, sandbox.Off, sbxOptions{})
 	r := a.report
 	for _, k := range []string{"PULUMI_CONFIG_PASSPHRASE", "API_TOKENS", "ETCD_PASSWORD", "OCI_PASSWORD"} {
 		if !slices.Contains(r.Found, k) {

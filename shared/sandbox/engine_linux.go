@@ -36,7 +36,7 @@ const lifelineFD = 3
 // is left alone; a scenario program cannot use this to escape, as its jail's PID
 // namespace (or, without a jail, the language host, its subreaper) ends its sessions too.
 // The tree gets SIGTERM first (the language host then ends its program's tree) and
-// SIGKILL endGrace later. A SIGKILL aimed at the supervisor alone leaves the tree
+// SIGKILL endGrace later; the engine itself gets SIGKILL at once (see endTree). A SIGKILL aimed at the supervisor alone leaves the tree
 // running; a kill of the function's process group does not reach the supervisor, which
 // leads a group of its own.
 func engineMain(args []string) int {
@@ -86,17 +86,17 @@ func engineMain(args []string) int {
 	for {
 		select {
 		case code := <-exited:
-			endTree()
+			endTree(0)
 			return code
 		case s := <-sigs:
 			if s == unix.SIGINT {
 				_ = unix.Kill(pid, unix.SIGINT)
 				continue
 			}
-			endTree()
+			endTree(pid)
 			return 128 + int(s.(syscall.Signal))
 		case <-lost:
-			endTree()
+			endTree(pid)
 			return 137
 		}
 	}
@@ -105,8 +105,15 @@ func engineMain(args []string) int {
 // endGrace is how long the tree has between SIGTERM and SIGKILL.
 const endGrace = time.Second
 
-// endTree ends every descendant in this process' session: SIGTERM, then SIGKILL.
-func endTree() {
+// endTree ends every descendant in this process' session: SIGTERM, then SIGKILL. The
+// engine, when still running (engine > 0), is killed at once instead: asked to stop, it
+// would save the stack's checkpoint, which a DIY backend rewrites in place, and a kill
+// in the middle of that write would leave the stack unreadable; killed, it leaves the
+// last checkpoint whole and its lock behind, which is what a container kill does too.
+func endTree(engine int) {
+	if engine > 0 {
+		_ = unix.Kill(engine, unix.SIGKILL)
+	}
 	self := os.Getpid()
 	sid, err := unix.Getsid(0)
 	if err != nil {

@@ -203,7 +203,7 @@ func (r *Runner) runJail(ctx context.Context, f Flavor, p Program) (int, error) 
 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	err = cmd.Start()
+	err = startDumpable(cmd, f == FlavorUserNS)
 	theirs.Close()
 	specR.Close()
 	if err != nil {
@@ -250,6 +250,30 @@ func (r *Runner) runJail(ctx context.Context, f Flavor, p Program) (int, error) 
 		err = <-done
 	}
 	return exitStatus(err), nil
+}
+
+// dumpableMu serialises the moments startDumpable makes this process dumpable.
+var dumpableMu sync.Mutex
+
+// startDumpable starts cmd. With dumpable, this process is made dumpable for the time of
+// the start: exec.Cmd writes the new user namespace's uid and gid maps of its child from
+// here, and the child of a non-dumpable process has /proc files only root may open. Who
+// could read this process' /proc meanwhile is a process of the same uid outside any jail:
+// the function and the engine; scenario programs in user-namespace jails see no process
+// of the machine.
+func startDumpable(cmd *exec.Cmd, dumpable bool) error {
+	if !dumpable {
+		return cmd.Start()
+	}
+	dumpableMu.Lock()
+	defer dumpableMu.Unlock()
+	was, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	if err != nil || was == 1 {
+		return cmd.Start()
+	}
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
+	defer func() { _ = unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(was), 0, 0, 0) }()
+	return cmd.Start()
 }
 
 // readReady reads the init's report and the listeners it made.

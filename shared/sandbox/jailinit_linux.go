@@ -40,6 +40,7 @@ type jailSpec struct {
 	// UID and GID, when >= 0, are the ids the program runs as (FlavorRoot).
 	UID int `json:"uid"`
 	GID int `json:"gid"`
+
 	// TmpBytes caps the private /tmp.
 	TmpBytes int64 `json:"tmpBytes"`
 }
@@ -96,6 +97,7 @@ func jailMain() int {
 		report(ctrl, jailReady{Error: "not PID 1 of a PID namespace"}, nil)
 		return 125
 	}
+
 	ready, listeners, err := buildJail(spec)
 	if err == nil {
 		err = dropPrivileges(spec)

@@ -119,6 +119,8 @@ func helper(t *testing.T, asNobody bool, req runRequest) runReply {
 }
 
 func runHelper() int {
+	// As the language host and the functions are.
+	_ = SetUndumpable()
 	var req runRequest
 	if err := json.Unmarshal([]byte(os.Getenv(helperEnv)), &req); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -151,7 +153,8 @@ func marker(t *testing.T) string {
 	return "challfn-sandbox-test-" + hex.EncodeToString(b)
 }
 
-// withMarker lists the processes whose command line holds m.
+// withMarker lists the processes named m (argv[0], set by `exec -a`): not those whose
+// arguments merely hold it (the shell scripts that start them, their supervisor).
 func withMarker(m string) []string {
 	var out []string
 	ents, _ := os.ReadDir("/proc")
@@ -160,7 +163,7 @@ func withMarker(m string) []string {
 			continue
 		}
 		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if bytes.Contains(b, []byte(m)) {
+		if bytes.HasPrefix(b, []byte(m)) {
 			out = append(out, e.Name()+": "+strings.ReplaceAll(string(b), "\x00", " "))
 		}
 	}
