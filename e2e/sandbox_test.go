@@ -133,8 +133,12 @@ func sbxRun(t *testing.T, mode sandbox.Mode, opts sbxOptions) *sbxAttack {
 		}
 		extra["HOME"] = home
 		extra["PULUMI_HOME"] = filepath.Join(home, ".pulumi")
-		attacker = func() string { return (&testenv.Env{Registry: s.Registry}).PushDir(t, sbxPrebuilt(t, "attacker"), "attacker-prebuilt") }
-		victimRef = func() string { return (&testenv.Env{Registry: s.Registry}).PushDir(t, sbxPrebuilt(t, "outputs"), "outputs-prebuilt") }
+		attacker = func() string {
+			return (&testenv.Env{Registry: s.Registry}).PushDir(t, sbxPrebuilt(t, "attacker"), "attacker-prebuilt")
+		}
+		victimRef = func() string {
+			return (&testenv.Env{Registry: s.Registry}).PushDir(t, sbxPrebuilt(t, "outputs"), "outputs-prebuilt")
+		}
 	}
 	a.p = fltStart(t, s, extra)
 	must := func(method, path, body string) []byte {
