@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/challfn/challfn/internal/testenv"
+	"github.com/challfn/challfn/shared/api"
 )
 
 // Bad input on every route: a clear 4xx in the contract's error shape (code,
@@ -38,6 +42,20 @@ func TestBadInput(t *testing.T) {
 		any4xx  = "any"     // any 4xx in the contract's shape
 	)
 	tooLarge := ctInvalidArg("body", "TOO_LARGE", "The request body exceeds the maximum size of 1048576 bytes.")
+	const (
+		minTooLarge = "Minimum boundary must be at most 100 (POOL_MIN_LIMIT): pooled instances are deployed before any player asks."
+		maxTooLarge = "Maximum boundary must be at most 100000 (POOL_MAX_LIMIT)."
+	)
+	badTimeout := ctInvalidArg("timeout", "OUT_OF_RANGE", "The timeout must be between 1s and 87600h (10 years).")
+	badUntil := ctInvalidArg("until", "OUT_OF_RANGE", "The until date must be before 2200-01-01T00:00:00Z.")
+	bigValue := strings.Repeat("v", 200<<10)
+	additionalTooLarge := func(m map[string]string) string {
+		if m == nil {
+			m = map[string]string{"k": bigValue}
+		}
+		return ctInvalidArg("additional", "TOO_LARGE", fmt.Sprintf(
+			"The additional values take %d bytes once encoded for the scenario, more than the 65536 allowed (ADDITIONAL_MAX_BYTES).", api.AdditionalSize(m)))
+	}
 	big := `{"id":"big","scenario":"` + ref + `","additional":{"k":"` + strings.Repeat("a", 1<<20) + `"}}`
 	cases := []struct {
 		name, method, path, body string
@@ -64,7 +82,7 @@ func TestBadInput(t *testing.T) {
 		{"renew truncated", "PATCH", "/api/v1/instance/bad/s1", `{`, 400, gateway},
 		{"renew wrong type", "PATCH", "/api/v1/instance/bad/s1", `{"sourceId":["s1"]}`, 400, gateway},
 		{"update truncated", "PATCH", "/api/v1/challenge/bad", `{"updateMask":`, 400, gateway},
-		// Pooler bounds (§3.4).
+		// Pooler bounds (docs/contract.md §3.4).
 		{"negative min", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","min":-1}`, 400,
 			ctPoolerOOB(mm("min", "-1", "max", "0"), "min", "MUST_BE_POSITIVE", "Minimum boundary must be a positive integer.")},
 		{"negative max", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","max":"-1"}`, 400,
@@ -75,7 +93,31 @@ func TestBadInput(t *testing.T) {
 			ctPoolerOOB(mm("min", "-2"), "min", "MUST_BE_POSITIVE", "Minimum boundary must be a positive integer.")},
 		{"update inverted", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"min,max","min":5,"max":2}`, 400,
 			ctPoolerOOB(mm("min", "5", "max", "2"), "min", "INVERTED_BOUNDARIES", "When an upper bound is defined, minimum cannot exceed maximum.")},
-		// Update masks (§3.5).
+		// Ceilings of the pool (POOL_MIN_LIMIT 100, POOL_MAX_LIMIT 100000 by default):
+		// pooled instances are deployed ahead of any player.
+		{"min over the ceiling", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","min":20000}`, 400,
+			ctPoolerOOB(mm("min", "20000", "max", "0"), "min", "TOO_LARGE", minTooLarge)},
+		{"min 2^62", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","min":"4611686018427387904","max":"4611686018427387904"}`, 400,
+			ctPoolerOOB(mm("min", "4611686018427387904", "max", "4611686018427387904"), "min", "TOO_LARGE", minTooLarge, "max", "TOO_LARGE", maxTooLarge)},
+		{"update min over the ceiling", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"min","min":101}`, 400,
+			ctPoolerOOB(mm("min", "101"), "min", "TOO_LARGE", minTooLarge)},
+		{"update max over the ceiling", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"max","max":100001}`, 400,
+			ctPoolerOOB(mm("max", "100001"), "max", "TOO_LARGE", maxTooLarge)},
+		// Expiry settings: instances born expired, durations beyond what can be stored.
+		{"zero timeout", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","timeout":"0s"}`, 400, badTimeout},
+		{"negative timeout", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","timeout":"-5s"}`, 400, badTimeout},
+		{"sub-second timeout", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","timeout":"0.5s"}`, 400, badTimeout},
+		{"overflowing timeout", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","timeout":"315576000000s"}`, 400, badTimeout},
+		{"update zero timeout", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"timeout","timeout":"0s"}`, 400, badTimeout},
+		{"until beyond 2200", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","until":"9999-12-31T00:00:00Z"}`, 400, badUntil},
+		{"update until beyond 2200", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"until","until":"2300-01-01T00:00:00Z"}`, 400, badUntil},
+		// Additional values too large to be handed to a program (ADDITIONAL_MAX_BYTES).
+		{"challenge additional too large", "POST", "/api/v1/challenge", `{"id":"n","scenario":"` + ref + `","additional":{"k":"` + bigValue + `"}}`, 400, additionalTooLarge(nil)},
+		{"update additional too large", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"additional","additional":{"k":"` + bigValue + `"}}`, 400, additionalTooLarge(nil)},
+		{"instance additional too large", "POST", "/api/v1/instance", `{"challengeId":"bad","sourceId":"s9","additional":{"k":"` + bigValue + `"}}`, 400, additionalTooLarge(nil)},
+		{"escaped additional too large", "POST", "/api/v1/instance", `{"challengeId":"bad","sourceId":"s9","additional":{"k":"` + strings.Repeat(`\u0001`, 12000) + `"}}`, 400,
+			additionalTooLarge(map[string]string{"k": strings.Repeat("\x01", 12000)})},
+		// Update masks (docs/contract.md §3.5).
 		{"unknown mask path", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"foo","min":1}`, 400, ctInvalidMask(`paths:"foo"`)},
 		{"mask into a map", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"additional.k"}`, 400, ctInvalidMask(`paths:"additional.k"`)},
 		{"mask into a scalar", "PATCH", "/api/v1/challenge/bad", `{"updateMask":"min.x"}`, 400, ctInvalidMask(`paths:"min.x"`)},
@@ -99,7 +141,12 @@ func TestBadInput(t *testing.T) {
 		{"escaped dot-dot instance", "DELETE", "/api/v1/instance/bad/%2E%2E", ``, 400, ctInvalidArg("source_id", "DOT_SEGMENT", `The identifier must not be "." or "..".`)},
 		{"long id in path", "PATCH", "/api/v1/challenge/" + long, `{}`, 400, ctInvalidArg("id", "TOO_LONG", "The identifier must be at most 256 bytes long.")},
 		{"long source in path", "PATCH", "/api/v1/instance/bad/" + long, `{}`, 400, ctInvalidArg("source_id", "TOO_LONG", "The identifier must be at most 256 bytes long.")},
-		{"long id retrieve", "GET", "/api/v1/challenge/" + long, ``, 0, any4xx},
+		{"long id retrieve", "GET", "/api/v1/challenge/" + long, ``, 400, ctInvalidArg("id", "TOO_LONG", "The identifier must be at most 256 bytes long.")},
+		{"100 000-character id retrieve", "GET", "/api/v1/challenge/" + strings.Repeat("y", 100000), ``, 400, ctInvalidArg("id", "TOO_LONG", "The identifier must be at most 256 bytes long.")},
+		// A stream's error comes as its error line (what grpc-gateway writes for a
+		// service error before the first message).
+		{"512 KiB source query", "GET", "/api/v1/instance?sourceId=" + strings.Repeat("z", 512<<10), ``, 400, `{"error":` + ctInvalidArg("source_id", "TOO_LONG", "The identifier must be at most 256 bytes long.") + `}`},
+		{"control character in source query", "GET", "/api/v1/instance?sourceId=%01", ``, 400, `{"error":` + ctInvalidArg("source_id", "CONTROL_CHARACTER", "The identifier must not contain control characters.") + `}`},
 		{"escaped slash in path", "DELETE", "/api/v1/instance/bad/s%2F1", ``, 404, ctRouteNotFound},
 		// Query parameters.
 		{"repeated source", "GET", "/api/v1/instance?source_id=a&source_id=b", ``, 400, `{"code":3,"message":"too many values for field \"source_id\": a, b","details":[]}`},
@@ -137,12 +184,26 @@ func TestBadInput(t *testing.T) {
 		resp.Body.Close()
 		ctBadCheck(t, "chunked over cap "+path, ctResp{resp.StatusCode, resp.Header, b}, 400, tooLarge)
 	}
-	// A raw ".." is cleaned by the HTTP server before routing (a redirect to
-	// the cleaned path, as upstream's ServeMux): it never reaches a handler.
-	for _, path := range []string{"/api/v1/challenge/bad/..", "/api/v1/instance//s1", "/api/v1/instance/bad/./s1"} {
-		if r := ctDo(t, u, "DELETE", path, ""); r.Status < 300 || r.Status >= 400 {
-			t.Errorf("unclean path %s: %d %s", path, r.Status, r.Body)
+	// Paths as sent, never cleaned into an HTML redirect: dot segments and
+	// empty ones are ids the routes refuse, or no route, in the contract's shape.
+	for _, c := range []struct {
+		path   string
+		status int
+	}{
+		{"/api/v1/challenge/..", 400}, {"/api/v1/challenge/.", 400}, {"/api/v1/challenge/bad/..", 404},
+		{"/api/v1/instance//s1", 404}, {"/api/v1/instance/bad/./s1", 404},
+	} {
+		r := ctDoRaw(t, u, "DELETE "+c.path)
+		ctBadCheck(t, "unclean path "+c.path, r, c.status, any4xx)
+	}
+	// What Go's HTTP server answers by itself (a request line it cannot
+	// parse) is in the contract's shape too.
+	for _, line := range []string{"GET /api/v1/instance/%ZZ", "GET /api/v1/challenge/%zz%"} {
+		r := ctDoRaw(t, u, line)
+		if r.Status != 400 || r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %v %s", line, r.Status, r.Header, r.Body)
 		}
+		ctErrShape(t, line, r)
 	}
 	if after := ctSnapshot(t, env); !ctMapsEqual(before, after) {
 		t.Errorf("bad input changed stored data:\nbefore %v\nafter  %v", before, after)
@@ -152,7 +213,7 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("instance after bad input: %d %s", r.Status, r.Body)
 	}
 	ctExpect(t, "delete", ctDo(t, u, "DELETE", "/api/v1/challenge/bad", ""), 200, `{}`)
-	env.Broker.Wait()
+	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
 	}
@@ -162,6 +223,10 @@ func ctBadCheck(t *testing.T, name string, r ctResp, status int, want string) {
 	t.Helper()
 	if r.Status < 400 || r.Status >= 500 || status != 0 && r.Status != status {
 		t.Errorf("%s: status %d (want %d): %s", name, r.Status, status, r.Body)
+		return
+	}
+	if strings.HasPrefix(want, `{"error":`) {
+		ctSame(t, name, bytes.TrimSpace(r.Body), want)
 		return
 	}
 	m := ctErrShape(t, name, r)
@@ -174,4 +239,23 @@ func ctBadCheck(t *testing.T, name string, r ctResp, status int, want string) {
 	default:
 		ctExpect(t, name, r, status, want)
 	}
+}
+
+// ctDoRaw sends "METHOD target" as written on the wire (Go's client would
+// refuse or clean such a target) and reads the answer.
+func ctDoRaw(t *testing.T, base, requestLine string) ctResp {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", requestLine)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s: %v", requestLine, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return ctResp{resp.StatusCode, resp.Header, b}
 }

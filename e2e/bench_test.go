@@ -81,7 +81,6 @@ func ctBenchFixture(b *testing.B) *testenv.Env {
 		b.Fatal(err)
 	}
 	now := time.Now().UTC()
-	until := now.Add(time.Hour)
 	for c := range ctBenchChallenges {
 		cid := fmt.Sprintf("c%03d", c)
 		if c > 0 {
@@ -99,7 +98,7 @@ func ctBenchFixture(b *testing.B) *testenv.Env {
 			}
 			in := &store.Instance{
 				ChallengeID: cid, Identity: id, SourceID: sid,
-				Since: now, LastRenew: now, Until: &until,
+				Since: now, LastRenew: now,
 				ConnectionInfo: "nc " + id + ".outputs.local 1337",
 				Flags:          []string{"CTF{" + id + "}", "CTF{second-" + id + "}"},
 				Digest:         proto.Digest, Project: proto.Project,

@@ -214,7 +214,7 @@ func ctWire(ts time.Time) string {
 	return s
 }
 
-// ctInstanceJSON is the exact JSON of an instance (contract §1.3): until and
+// ctInstanceJSON is the exact JSON of an instance (docs/contract.md §1.3): until and
 // flag omitted when unset, flag present iff exactly one flag.
 func ctInstanceJSON(cid, sid string, since, lastRenew time.Time, until *time.Time, conn string, flags []string, additional map[string]string) string {
 	m := map[string]any{
@@ -239,8 +239,8 @@ func ctInstanceJSON(cid, sid string, since, lastRenew time.Time, until *time.Tim
 	return string(b)
 }
 
-// Golden error bodies of the contract's catalogue (§2.2), written from the
-// reference, not from shared/apierr.
+// Golden error bodies of the contract's catalogue (docs/contract.md §2.2),
+// written from that document, not from shared/apierr.
 const (
 	ctDomain   = "github.com/ctfer-io/chall-manager"
 	ctInfoType = "type.googleapis.com/google.rpc.ErrorInfo"

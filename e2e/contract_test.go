@@ -44,7 +44,7 @@ func ctParseInstance(t testing.TB, b []byte) ctInstance {
 func ctPtr[T any](v T) *T { return &v }
 
 // The whole life of a challenge and one instance over HTTP, with the exact
-// JSON of every answer (contract §1.3, §4.1–§4.10): create → retrieve →
+// JSON of every answer (docs/contract.md §1.3, §4.1–§4.10): create → retrieve →
 // query both ways → renew → masked updates (timeout, until, reset,
 // additional, scenario) → delete instance → delete challenge, and nothing
 // left in etcd or the Pulumi backend.
@@ -105,7 +105,7 @@ func TestContractLifecycle(t *testing.T) {
 		}
 	}
 
-	// Renew: lastRenew and until move, since does not; no additional (§4.9).
+	// Renew: lastRenew and until move, since does not; no additional (docs/contract.md §4.9).
 	time.Sleep(10 * time.Millisecond)
 	r = ctDo(t, u, "PATCH", "/api/v1/instance/life/s1", `{}`)
 	if r.Status != 200 {
@@ -119,7 +119,7 @@ func TestContractLifecycle(t *testing.T) {
 
 	// An instance with its own additional values: the scenario gets the
 	// challenge's map overlaid by the instance's, the API shows the
-	// instance's only (§4.15), and a renewal shows none (§4.9).
+	// instance's only (docs/contract.md §4.15), and a renewal shows none (§4.9).
 	r = ctDo(t, u, "POST", "/api/v1/instance", `{"challengeId":"life","sourceId":"s2","additional":{"k":"mine","i":"x"}}`)
 	if r.Status != 200 {
 		t.Fatalf("create instance with additional: %d %s", r.Status, r.Body)
@@ -137,7 +137,7 @@ func TestContractLifecycle(t *testing.T) {
 		id2+"?i=x&k=mine", []string{"CTF{" + id2 + "}"}, nil))
 	ctExpect(t, "delete s2", ctDo(t, u, "DELETE", "/api/v1/instance/life/s2", ""), 200, `{}`)
 
-	// Masked updates. Every update recomputes until from now (§4.4 step 8).
+	// Masked updates. Every update recomputes until from now (docs/contract.md §4.4 step 8).
 	patch := func(what, body string) (ctInstance, map[string]any) {
 		t.Helper()
 		r := ctDo(t, u, "PATCH", "/api/v1/challenge/life", body)
@@ -230,7 +230,7 @@ func TestContractLifecycle(t *testing.T) {
 	if r := ctDo(t, u, "GET", "/api/v1/challenge", ""); r.Status != 200 || len(r.Body) != 0 {
 		t.Errorf("query challenges after delete: %d %q", r.Status, r.Body)
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if k := env.Keys(t); len(k) != 0 {
 		t.Errorf("keys left: %v", k)
 	}
@@ -239,7 +239,7 @@ func TestContractLifecycle(t *testing.T) {
 	}
 }
 
-// Every error of contract §2.2 that the REST surface can produce, with its
+// Every error of docs/contract.md §2.2 that the REST surface can produce, with its
 // exact body, in the evaluation order of §2.3, over HTTP. Failed calls change
 // no stored data.
 func TestContractErrors(t *testing.T) {
@@ -427,7 +427,7 @@ func TestContractErrors(t *testing.T) {
 	for _, id := range []string{"e1", "e2"} {
 		ctExpect(t, "delete "+id, ctDo(t, u, "DELETE", "/api/v1/challenge/"+id, ""), 200, `{}`)
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
 	}
@@ -445,20 +445,20 @@ func ctMapsEqual(a, b map[string]string) bool {
 	return true
 }
 
-// The examples of contract §1.3, produced over HTTP by the real functions,
+// The examples of docs/contract.md §1.3, produced over HTTP by the real functions,
 // and the input forms of §1.2 (int64 as string or number, a timestamp with
 // an offset, fractional durations, snake_case names).
 func TestContractGoldenExamples(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ref := env.Scenario(t, "outputs")
 	u := env.URL
-	// The fully populated Challenge of §1.3 (an until in the past: no pool
+	// The fully populated Challenge of docs/contract.md §1.3 (an until in the past: no pool
 	// is filled for an expired challenge, so `instances` stays empty).
 	want := `{"id":"1","scenario":"` + ref + `","timeout":"90.500s","until":"2025-01-02T03:04:05.120Z","instances":[],"additional":{"k":"v"},"min":"2","max":"4"}`
 	ctExpect(t, "create", ctDo(t, u, "POST", "/api/v1/challenge",
 		`{"id":"1","scenario":"`+ref+`","timeout":"90.5s","until":"2025-01-02T05:04:05.12+02:00","additional":{"k":"v"},"min":"2","max":4}`), 200, want)
 	ctExpect(t, "retrieve", ctDo(t, u, "GET", "/api/v1/challenge/1", ""), 200, want)
-	env.Broker.Wait()
+	env.Wait()
 	if k := env.Keys(t); len(k) != 1 {
 		t.Errorf("records of an expired challenge with min 2: %v (no pool expected)", k)
 	}
@@ -467,7 +467,7 @@ func TestContractGoldenExamples(t *testing.T) {
 	ctExpect(t, "snake_case update", ctDo(t, u, "PATCH", "/api/v1/challenge/1", `{"update_mask":"min,max","min":0,"max":"0","update_strategy":2}`), 200,
 		strings.Replace(strings.Replace(want, `"min":"2"`, `"min":"0"`, 1), `"max":"4"`, `"max":"0"`, 1))
 	ctExpect(t, "delete", ctDo(t, u, "DELETE", "/api/v1/challenge/1", ""), 200, `{}`)
-	// The unary error example of §1.3, verbatim.
+	// The unary error example of docs/contract.md §1.3, verbatim.
 	ctExpect(t, "error example", ctDo(t, u, "GET", "/api/v1/challenge/1", ""), 404,
 		`{"code":5,"message":"Challenge not found.","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CHALLENGE_NOT_FOUND","domain":"github.com/ctfer-io/chall-manager","metadata":{"id":"1"}},{"@type":"type.googleapis.com/google.rpc.ResourceInfo","resourceType":"Challenge","resourceName":"1","owner":"","description":"No challenge with this ID was found."}]}`)
 	if k := env.Keys(t); len(k) != 0 {

@@ -14,8 +14,8 @@ import (
 	"github.com/challfn/challfn/internal/testenv"
 )
 
-// ctfd mimics the CTFd plugin ctfd-chall-manager v0.10.1 (ecosystem.md
-// §A.2–§A.4): Python requests with no auth header, a 600 s timeout (5 s for
+// ctfd mimics the CTFd plugin ctfd-chall-manager v0.10.1 (docs/contract.md
+// §1.9): Python requests with no auth header, a 600 s timeout (5 s for
 // the health check), JSON bodies, streamed queries read line by line, and
 // chall_manager_exception_builder on every non-2xx (json.loads of the body,
 // then code, message and details indexed without guards).
@@ -250,7 +250,7 @@ func TestCTFdPluginSession(t *testing.T) {
 			t.Errorf("delete_challenge %s: %v", id, m)
 		}
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
 	}

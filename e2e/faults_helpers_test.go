@@ -393,6 +393,11 @@ var fltClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}
 
 // fltDo sends a request; it never fails the test (callers judge).
 func fltDo(ctx context.Context, base, method, path, body string) fltResp {
+	return fltDoHeaders(ctx, base, method, path, body, nil)
+}
+
+// fltDoHeaders is fltDo with request headers.
+func fltDoHeaders(ctx context.Context, base, method, path, body string, hdr map[string]string) fltResp {
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
@@ -400,6 +405,9 @@ func fltDo(ctx context.Context, base, method, path, body string) fltResp {
 	req, err := http.NewRequestWithContext(ctx, method, base+path, r)
 	if err != nil {
 		return fltResp{Err: err}
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
 	}
 	resp, err := fltClient.Do(req)
 	if err != nil {

@@ -7,8 +7,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/testenv"
+	"github.com/challfn/challfn/shared/api"
 	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/scenario"
 )
@@ -108,8 +111,8 @@ func TestHostileRequests(t *testing.T) {
 		{name: "chunked body over MAX_REQUEST_BYTES", method: "POST", path: "/api/v1/challenge", body: big, chunked: true, status: 400, code: 3},
 		{name: "instance body over the cap", method: "POST", path: "/api/v1/instance", body: `{"challengeId":"base","sourceId":"` + strings.Repeat("s", 5000) + `"}`, status: 400, code: 3},
 		{name: "challenge id of 257 bytes", method: "POST", path: "/api/v1/challenge", body: `{"id":"` + id257 + `","scenario":"` + ref + `"}`, status: 400, code: 3, want: "TOO_LONG"},
-		// Reads of an ID that could never be created name nothing: 404, as upstream.
-		{name: "challenge id of 257 bytes in the path", method: "GET", path: "/api/v1/challenge/" + id257, status: 404, code: 5},
+		// Reads validate IDs like writes: an ID that could never be created is a 400.
+		{name: "challenge id of 257 bytes in the path", method: "GET", path: "/api/v1/challenge/" + id257, status: 400, code: 3, want: "TOO_LONG"},
 		{name: "challenge id of 256 bytes is valid", method: "GET", path: "/api/v1/challenge/" + id256, status: 404, code: 5},
 		{name: "source id of 257 bytes", method: "POST", path: "/api/v1/instance", body: `{"challengeId":"base","sourceId":"` + id257 + `"}`, status: 400, code: 3, want: "TOO_LONG"},
 		// Instance routes validate IDs on every method.
@@ -120,20 +123,20 @@ func TestHostileRequests(t *testing.T) {
 		{name: "newline in a challenge id", method: "POST", path: "/api/v1/challenge", body: `{"id":"a\nb","scenario":"` + ref + `"}`, status: 400, code: 3, want: "CONTROL_CHARACTER"},
 		{name: "DEL in a challenge id", method: "POST", path: "/api/v1/challenge", body: `{"id":"a\u007fb","scenario":"` + ref + `"}`, status: 400, code: 3, want: "CONTROL_CHARACTER"},
 		{name: "C1 control (NEL) in a challenge id", method: "POST", path: "/api/v1/challenge", body: `{"id":"a\u0085b","scenario":"` + ref + `"}`, status: 400, code: 3, want: "CONTROL_CHARACTER"},
-		{name: "escaped newline in the path", method: "GET", path: "/api/v1/challenge/a%0Ab", status: 404, code: 5},
+		{name: "escaped newline in the path", method: "GET", path: "/api/v1/challenge/a%0Ab", status: 400, code: 3, want: "CONTROL_CHARACTER"},
 		{name: "update with a newline in the path", method: "PATCH", path: "/api/v1/challenge/a%0Ab", body: `{"timeout":"60s","updateMask":"timeout"}`, status: 400, code: 3, want: "CONTROL_CHARACTER"},
 		{name: "escaped NUL in a source id", method: "GET", path: "/api/v1/instance/base/a%00b", status: 400, code: 3, want: "CONTROL_CHARACTER"},
 		{name: "renew with a NUL in the source id", method: "PATCH", path: "/api/v1/instance/base/a%00b", body: `{}`, status: 400, code: 3, want: "CONTROL_CHARACTER"},
-		{name: "control characters in a query", method: "GET", path: "/api/v1/instance?sourceId=a%00%0A%1Bb", status: 200, code: -1},
+		{name: "control characters in a query", method: "GET", path: "/api/v1/instance?sourceId=a%00%0A%1Bb", status: 400, code: -1, want: "CONTROL_CHARACTER"},
 		{name: "control character in a created source id", method: "POST", path: "/api/v1/instance", body: `{"challengeId":"base","sourceId":"a\u001bb"}`, status: 400, code: 3, want: "CONTROL_CHARACTER"},
-		{name: "invalid UTF-8 in the path", method: "GET", path: "/api/v1/challenge/%FF%FE", status: 404, code: 5, want: "\"id\":\"\uFFFD\""},
+		{name: "invalid UTF-8 in the path", method: "GET", path: "/api/v1/challenge/%FF%FE", status: 400, code: 3, want: "INVALID_UTF8"},
 		{name: "invalid UTF-8 in a source id", method: "GET", path: "/api/v1/instance/base/%C0%AF", status: 400, code: 3, want: "INVALID_UTF8"},
-		{name: "invalid UTF-8 in a query", method: "GET", path: "/api/v1/instance?sourceId=%FF", status: 200, code: -1},
+		{name: "invalid UTF-8 in a query", method: "GET", path: "/api/v1/instance?sourceId=%FF", status: 400, code: -1, want: "INVALID_UTF8"},
 		{name: "invalid UTF-8 in a body", method: "POST", path: "/api/v1/challenge", body: "{\"id\":\"\xff\",\"scenario\":\"" + ref + "\"}", status: 400, code: 3},
 		{name: "slash in a challenge id", method: "POST", path: "/api/v1/challenge", body: `{"id":"a/b","scenario":"` + ref + `"}`, status: 400, code: 3, want: "SLASH"},
 		{name: "dot-dot challenge id", method: "POST", path: "/api/v1/challenge", body: `{"id":"..","scenario":"` + ref + `"}`, status: 400, code: 3, want: "DOT_SEGMENT"},
 		{name: "escaped slash in the path", method: "GET", path: "/api/v1/challenge/a%2Fb", status: 404, code: 5},
-		{name: "escaped dot-dot in the path", method: "GET", path: "/api/v1/challenge/%2E%2E", status: 404, code: 5},
+		{name: "escaped dot-dot in the path", method: "GET", path: "/api/v1/challenge/%2E%2E", status: 400, code: 3, want: "DOT_SEGMENT"},
 		{name: "delete of an escaped dot-dot", method: "DELETE", path: "/api/v1/challenge/%2E%2E", status: 400, code: 3, want: "DOT_SEGMENT"},
 		{name: "a prefix of an existing id is another id", method: "GET", path: "/api/v1/challenge/bas", status: 404, code: 5},
 		// Unicode that is not a control character is accepted as opaque bytes.
@@ -165,7 +168,7 @@ func TestHostileRequests(t *testing.T) {
 			t.Fatalf("delete %q: %d %s", id, r.status, r.body)
 		}
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if k := env.Keys(t); len(k) != 0 {
 		t.Fatalf("keys left: %v", k)
 	}
@@ -435,4 +438,56 @@ func hostileProcesses(dirs ...string) []string {
 		}
 	}
 	return out
+}
+
+// TestSlowBodies: clients that send their headers and then the body slowly,
+// or never, are answered 400 once api.BodyTimeout has passed; they do not
+// hold their connections and request slots for as long as they like.
+func TestSlowBodies(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	const n = 20
+	host := strings.TrimPrefix(env.URL, "http://")
+	type answer struct {
+		took time.Duration
+		resp string
+		err  error
+	}
+	answers := make(chan answer, n)
+	start := time.Now()
+	for i := range n {
+		go func() {
+			c, err := net.Dial("tcp", host)
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "POST /api/v1/instance HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"challengeId\":", host)
+			if i%2 == 0 { // a trickle: one byte every few seconds
+				go func() {
+					for range 30 {
+						time.Sleep(3 * time.Second)
+						if _, err := c.Write([]byte(" ")); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+			b, err := io.ReadAll(c)
+			answers <- answer{time.Since(start), string(b), err}
+		}()
+	}
+	var slowest time.Duration
+	for range n {
+		a := <-answers
+		if a.err != nil && !strings.Contains(a.resp, "400") {
+			t.Fatalf("slow body: %v %q", a.err, a.resp)
+		}
+		if !strings.HasPrefix(a.resp, "HTTP/1.1 400") || !strings.Contains(a.resp, "TOO_SLOW") {
+			t.Fatalf("slow body answered %q", a.resp)
+		}
+		slowest = max(slowest, a.took)
+	}
+	t.Logf("FIGURES slow bodies: %d connections answered 400 and closed, the last after %s (api.BodyTimeout %s)", n, slowest.Round(time.Millisecond), api.BodyTimeout)
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/challfn/challfn/shared/store"
 )
 
-// The janitor end to end (contract §5): expiry of claimed instances (record
+// The janitor end to end (docs/contract.md §5): expiry of claimed instances (record
 // and stack), renewal, a single run at a time, and the repair of stacks that
 // no record knows. One environment; the orphan grace is 1 s so that two runs
 // a second apart repair a leak.
@@ -95,7 +95,7 @@ func TestJanitor(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		env.Broker.Wait()
+		env.Wait()
 		if errs[0] != nil || errs[1] != nil {
 			t.Fatalf("janitor runs: %v, %v", errs[0], errs[1])
 		}
@@ -133,7 +133,7 @@ func TestJanitor(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		env.Broker.Wait()
+		env.Wait()
 		if errs[0] != nil || errs[1] != nil {
 			t.Fatalf("concurrent janitor ticks: %v, %v", errs[0], errs[1])
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/expiry"
 	"github.com/challfn/challfn/shared/pool"
 )
 
@@ -269,10 +270,14 @@ func TestLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		sc, err := env.App.Store.GetChallenge(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, in := range claimed {
 			recs[in.Project+"/"+in.Identity] = true
 			if h, ok := heldNow[c.ID+"/"+in.SourceID]; !ok || h.Identity != in.Identity {
-				if in.Until == nil || in.Until.After(time.Now()) {
+				if u := expiry.Instance(in.LastRenew, sc.UpdatedAt, sc.Until, sc.Timeout); u == nil || u.After(time.Now()) {
 					ghosts++
 					t.Errorf("record %s/%s (%s) that no player holds", c.ID, in.SourceID, in.Identity)
 				}

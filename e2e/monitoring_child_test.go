@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/challfn/challfn/functions/challenge"
+	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/funcmain"
 )
@@ -24,7 +27,12 @@ const envMonitoringChild = "CHALLFN_MONITORING_CHILD"
 
 func init() {
 	if target := os.Getenv(envMonitoringChild); target != "" {
-		funcmain.Run("challfn-"+target, target)
+		// The HTTP functions' entries, as their cmd/ mains pass them.
+		entries := map[string]http.Handler{
+			challenge.Name: http.HandlerFunc(challenge.Serve),
+			instance.Name:  http.HandlerFunc(instance.Serve),
+		}
+		funcmain.Run("challfn-"+target, target, entries[target])
 		os.Exit(0)
 	}
 }

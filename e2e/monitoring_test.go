@@ -203,7 +203,9 @@ func TestMonitoring(t *testing.T) {
 		return nil
 	})
 
-	// 5. Hot update of the pooled instance, then deletion of the challenge.
+	// 5. Hot update of a claimed instance (the pooled one is replaced, not
+	// updated), then deletion of the challenge.
+	mustCall(fn["instance"], "POST", "/api/v1/instance", `{"challengeId":"mon","sourceId":"2"}`, "")
 	mustCall(fn["challenge"], "PATCH", "/api/v1/challenge/mon", `{"updateMask":"additional","additional":{"k":"v"}}`, "")
 	mustCall(fn["challenge"], "DELETE", "/api/v1/challenge/mon", "", "")
 	broker.Wait()

@@ -41,7 +41,7 @@ func BenchmarkPoolClaim(b *testing.B) {
 				lcDo(b, env, "DELETE", fmt.Sprintf("/api/v1/instance/claim/i%d-s%d", i-1, s), "", http.StatusOK)
 			}
 		}
-		env.Broker.Wait()
+		env.Wait()
 		if _, pooled := lcRecords(b, env, "claim"); len(pooled) != n {
 			b.Fatalf("pool holds %d instances, want %d", len(pooled), n)
 		}

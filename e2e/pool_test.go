@@ -21,7 +21,7 @@ import (
 // Helpers of the lifecycle tests (pool, janitor, hot update, delivery) carry
 // the lc prefix: other e2e files define their own.
 
-// lcInstance is the wire Instance (contract §3.1).
+// lcInstance is the wire Instance (docs/contract.md §3.1).
 type lcInstance struct {
 	ChallengeID    string            `json:"challengeId"`
 	SourceID       string            `json:"sourceId"`
@@ -153,7 +153,7 @@ func lcWantStacks(t testing.TB, env *testenv.Env, want []string) {
 	}
 }
 
-// The pool end to end (contract §4.11): min=2 max=4 fills two pooled stacks
+// The pool end to end (docs/contract.md §4.11): min=2 max=4 fills two pooled stacks
 // by events; a create takes the lowest pooled instance in one transaction
 // (its since kept, no deployment) and the pool refills; lowering max deletes
 // the pooled surplus; with max reached a create deploys afresh; deleting the
@@ -166,7 +166,12 @@ func TestPoolLifecycle(t *testing.T) {
 	start := time.Now()
 	lcCreateChallenge(t, env, `{"id":"pool","scenario":"`+ref+`","timeout":"600s","min":"2","max":"4"}`)
 	t.Logf("create challenge (pool fills not awaited): %v", time.Since(start))
-	env.Broker.Wait()
+	env.Wait()
+	// Pool work is one event, whatever min: the fill it starts runs until the
+	// pool is full.
+	if delivered, _ := env.Broker.Stats(); delivered != 1 {
+		t.Fatalf("registration with min=2 sent %d events, want 1", delivered)
+	}
 
 	claimed, pooled := lcRecords(t, env, "pool")
 	if len(claimed) != 0 || len(pooled) != 2 {
@@ -195,7 +200,7 @@ func TestPoolLifecycle(t *testing.T) {
 	if a.Until == nil || a.Until.Before(start.Add(590*time.Second)) {
 		t.Fatalf("claimed instance until %v: want now+600s", a.Until)
 	}
-	env.Broker.Wait()
+	env.Wait()
 	claimed, pooled = lcRecords(t, env, "pool")
 	if len(claimed) != 1 || claimed[0].Identity != next.Identity || len(pooled) != 2 {
 		t.Fatalf("after claim + refill: claimed %v, %d pooled; want [%s] and 2 pooled", lcStacksOf(claimed), len(pooled), next.Identity)
@@ -204,7 +209,7 @@ func TestPoolLifecycle(t *testing.T) {
 
 	// max 4 → 2 with 1 claimed: room for 1 pooled, the surplus is destroyed.
 	lcDo(t, env, "PATCH", "/api/v1/challenge/pool", `{"max":"2","updateMask":"max"}`, http.StatusOK)
-	env.Broker.Wait()
+	env.Wait()
 	claimed, pooled = lcRecords(t, env, "pool")
 	if len(claimed) != 1 || len(pooled) != 1 {
 		t.Fatalf("after max=2: %d claimed, %d pooled; want 1, 1", len(claimed), len(pooled))
@@ -217,7 +222,7 @@ func TestPoolLifecycle(t *testing.T) {
 	if !b.Since.Equal(last.Since) || b.ConnectionInfo != last.ConnectionInfo {
 		t.Fatalf("second claim not from the pool: %+v, pooled %s", b, last.Identity)
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if claimed, pooled = lcRecords(t, env, "pool"); len(claimed) != 2 || len(pooled) != 0 {
 		t.Fatalf("after second claim: %d claimed, %d pooled; want 2, 0 (max reached)", len(claimed), len(pooled))
 	}
@@ -229,7 +234,7 @@ func TestPoolLifecycle(t *testing.T) {
 	if c.Since.Before(start) {
 		t.Fatalf("fresh instance since %v is before the request (%v): taken from a pool?", c.Since, start)
 	}
-	env.Broker.Wait()
+	env.Wait()
 	claimed, pooled = lcRecords(t, env, "pool")
 	if len(claimed) != 3 || len(pooled) != 0 {
 		t.Fatalf("after fresh create: %d claimed, %d pooled; want 3, 0", len(claimed), len(pooled))
@@ -238,7 +243,7 @@ func TestPoolLifecycle(t *testing.T) {
 
 	// Deleting the challenge destroys claimed and pooled instances alike.
 	lcDo(t, env, "PATCH", "/api/v1/challenge/pool", `{"min":"1","max":"0","updateMask":"min,max"}`, http.StatusOK)
-	env.Broker.Wait()
+	env.Wait()
 	if _, pooled = lcRecords(t, env, "pool"); len(pooled) != 1 {
 		t.Fatalf("after min=1 max=0: %d pooled, want 1", len(pooled))
 	}
@@ -264,7 +269,7 @@ func TestPoolLifecycle(t *testing.T) {
 	lcWantStacks(t, env, lcStacksOf(claimed, pooled))
 
 	lcDo(t, env, "DELETE", "/api/v1/challenge/pool", "", http.StatusOK)
-	env.Broker.Wait()
+	env.Wait()
 	lcWantStacks(t, env, nil)
 	if k := env.Keys(t); len(k) != 0 {
 		t.Fatalf("keys left after deleting the challenge: %v", k)
@@ -275,7 +280,7 @@ func TestPoolLifecycle(t *testing.T) {
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
 	lcCreateChallenge(t, env, `{"id":"pool-expired","scenario":"`+ref+`","until":"`+past+`","min":"2"}`)
 	lcDo(t, env, "PATCH", "/api/v1/challenge/pool-expired", `{"min":"3","updateMask":"min"}`, http.StatusOK)
-	env.Broker.Wait()
+	env.Wait()
 	env.Janitor(t)
 	if claimed, pooled = lcRecords(t, env, "pool-expired"); len(claimed)+len(pooled) != 0 {
 		t.Fatalf("expired challenge got instances: %v %v", lcStacksOf(claimed), lcStacksOf(pooled))

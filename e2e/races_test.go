@@ -72,7 +72,7 @@ func TestRaceConcurrentCreates(t *testing.T) {
 	ctOneStack(t, env, winner, "outputs")
 	ctExpect(t, "retrieve winner", ctDo(t, env.URL, "GET", "/api/v1/instance/race/p1", ""), 200, string(winner))
 	ctExpect(t, "delete challenge", ctDo(t, env.URL, "DELETE", "/api/v1/challenge/race", ""), 200, `{}`)
-	env.Broker.Wait()
+	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
 	}
@@ -116,7 +116,7 @@ func ctDeleteRace(t *testing.T, env *testenv.Env, createBases []string, deleteBa
 	if del.Status != 200 {
 		t.Fatalf("delete: %d %s", del.Status, del.Body)
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if r := ctDo(t, deleteBase, "GET", "/api/v1/challenge/"+cid, ""); r.Status != 404 {
 		t.Errorf("challenge still there: %d %s", r.Status, r.Body)
 	}
@@ -304,7 +304,7 @@ func TestRaceConcurrentDeletes(t *testing.T) {
 			ctExpect(t, "concurrent challenge delete", r, 404, ctChallengeNotFound("rdi"))
 		}
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if k, s := env.Keys(t), env.Stacks(t); len(k)+len(s) != 0 {
 		t.Errorf("left: keys %v stacks %v", k, s)
 	}

@@ -190,7 +190,7 @@ func TestSecurityBearerTokens(t *testing.T) {
 		if r := secDo(t, env.URL, "POST", "/api/v1/challenge", `{"id":"`+id+`","scenario":"`+ref+`","min":1,"max":2}`, auth); r.status != 200 {
 			t.Fatalf("create challenge with %s: %d %s", tok, r.status, r.body)
 		}
-		env.Broker.Wait()
+		env.Wait()
 		if r := secDo(t, env.URL, "POST", "/api/v1/instance", `{"challengeId":"`+id+`","sourceId":"s"}`, auth); r.status != 200 {
 			t.Fatalf("create instance with %s: %d %s", tok, r.status, r.body)
 		}
@@ -201,7 +201,7 @@ func TestSecurityBearerTokens(t *testing.T) {
 			t.Fatalf("query challenges with %s: %d %s", tok, r.status, r.body)
 		}
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if delivered, dropped := env.Broker.Stats(); dropped != 0 || delivered == 0 {
 		t.Fatalf("broker: %d events delivered, %d dropped (events must carry the token)", delivered, dropped)
 	}
@@ -218,13 +218,13 @@ func TestSecurityBearerTokens(t *testing.T) {
 	if r := secDo(t, env.URL, "POST", allinone.JanitorPath, `{}`, append(ce(events.TypeJanitorRun), auth)...); r.status/100 != 2 {
 		t.Fatalf("janitor with the token: %d %s", r.status, r.body)
 	}
-	env.Broker.Wait()
+	env.Wait()
 	for _, id := range []string{"tok-a", "tok-b"} {
 		if r := secDo(t, env.URL, "DELETE", "/api/v1/challenge/"+id, "", auth); r.status != 200 {
 			t.Fatalf("delete %s: %d %s", id, r.status, r.body)
 		}
 	}
-	env.Broker.Wait()
+	env.Wait()
 	if s := env.Stacks(t); len(s) != 0 {
 		t.Fatalf("stacks left: %v", s)
 	}

@@ -84,14 +84,14 @@ func TestTraceThroughEvents(t *testing.T) {
 	}
 
 	created := lcTraced(t, env, "POST", "/api/v1/challenge", `{"id":"tr","scenario":"`+ref+`","timeout":"600s","min":"1"}`, http.StatusOK)
-	env.Broker.Wait()
+	env.Wait()
 	wantSpans("pool fill after the challenge creation", created, map[string]int{
 		"process io.challfn.pool.fill": 1,
 		"pool.fill":                    1,
 	})
 
 	claimed := lcTraced(t, env, "POST", "/api/v1/instance", `{"challengeId":"tr","sourceId":"a"}`, http.StatusOK)
-	env.Broker.Wait()
+	env.Wait()
 	wantSpans("refill after the claim", claimed, map[string]int{
 		"process io.challfn.pool.fill": 1,
 		"pool.fill":                    1,
@@ -101,7 +101,7 @@ func TestTraceThroughEvents(t *testing.T) {
 	}
 
 	deleted := lcTraced(t, env, "DELETE", "/api/v1/challenge/tr", "", http.StatusOK)
-	env.Broker.Wait()
+	env.Wait()
 	wantSpans("deletions fanned out by the challenge deletion", deleted, map[string]int{
 		"process io.challfn.instance.delete": 2,
 		"instance.delete":                    2,

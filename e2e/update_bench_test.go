@@ -45,7 +45,7 @@ func BenchmarkHotUpdate50(b *testing.B) {
 				b.Fatalf("not updated: %+v", in)
 			}
 		}
-		env.Broker.Wait()
+		env.Wait()
 
 		start = time.Now()
 		for _, in := range claimed {

@@ -8,7 +8,7 @@
 # them (static linking, the pinned pulumi version, the language host and
 # challfn-sandbox beside the engine, the jail a scenario program gets here,
 # each function serving /healthcheck or accepting a CloudEvent when its main
-# exists). Then, if a container engine answers (docker,
+# exists, the HTTP functions over HTTP/1.1, h2c and gRPC). Then, if a container engine answers (docker,
 # podman or buildah), builds REG/challfn-<function>:TAG for each function
 # and pushes them with --push. Without an engine it says so and stops after
 # the binaries: build the images elsewhere with the same command.
@@ -85,7 +85,7 @@ done
 # malformed request (400, not a crash) for the janitor.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 smoke_fn() {
-	local fn="$1" path="$2" want="$3" port pid code=000
+	local fn="$1" path="$2" want="$3" grpc="${4:-}" port pid code=000 h2 status
 	port="$(free_port)"
 	(
 		cd "$stage"
@@ -101,14 +101,26 @@ smoke_fn() {
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.2
 	done
+	if [[ -n "$grpc" && "$code" == "$want" ]]; then
+		# The same port speaks h2c: REST over HTTP/2 cleartext, and a gRPC call
+		# that gets the not-ready status (14 UNAVAILABLE) in its trailers.
+		h2="$(curl -s --http2-prior-knowledge -o /dev/null -w '%{http_version} %{http_code}' "http://127.0.0.1:$port$path" || true)"
+		status="$(curl -s --http2-prior-knowledge -X POST -H 'Content-Type: application/grpc' -H 'TE: trailers' \
+			--data-binary @/dev/null -D - -o /dev/null "http://127.0.0.1:$port$grpc" | tr -d '\r' | sed -n 's/^grpc-status: //p' || true)"
+	fi
 	kill "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
 	[[ "$code" == "$want" ]] || fail "$fn: GET $path answered $code, want $want (log: $stage/$fn.log)"
 	echo "smoke: challfn-$fn answers $path with $code" >&2
+	if [[ -n "$grpc" ]]; then
+		[[ "$h2" == "2 $want" ]] || fail "$fn: GET $path over h2c answered '$h2', want '2 $want' (log: $stage/$fn.log)"
+		[[ "$status" == 14 ]] || fail "$fn: gRPC $grpc answered grpc-status '$status', want 14 (log: $stage/$fn.log)"
+		echo "smoke: challfn-$fn answers $path over h2c and gRPC $grpc with grpc-status $status" >&2
+	fi
 }
 mkdir -p "$stage/home" "$stage/state" "$stage/scenarios"
-[[ -x "$stage/bin/challfn-challenge" ]] && smoke_fn challenge /healthcheck 503
-[[ -x "$stage/bin/challfn-instance" ]] && smoke_fn instance /healthcheck 503
+[[ -x "$stage/bin/challfn-challenge" ]] && smoke_fn challenge /healthcheck 503 /api.v1.challenge.ChallengeStore/RetrieveChallenge
+[[ -x "$stage/bin/challfn-instance" ]] && smoke_fn instance /healthcheck 503 /api.v1.instance.InstanceManager/RetrieveInstance
 [[ -x "$stage/bin/challfn-janitor" ]] && smoke_fn janitor / 400
 echo "binaries built and smoke-tested in $stage (${built[*]:-none of the cmd/ mains exist yet} + pulumi)" >&2
 $binaries_only && exit 0

@@ -29,7 +29,7 @@ build_jaeger() {
 	local tmp="$JAEGER_BIN.tmp.$$"
 	(
 		cd "$ROOT/tools/jaeger"
-		# go.sum is committed, so no GONOSUMDB is needed (monitoring-stack.md §2).
+		# tools/jaeger/go.sum is committed, so no GONOSUMDB is needed.
 		go build -trimpath -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_VERSION" \
 			-o "$tmp" github.com/jaegertracing/jaeger/cmd/jaeger
 	)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned Pulumi CLI, challfn's Go language host and challfn-sandbox (the
-# supervisor of engine process trees and jail of scenario programs) into .bin/ (DESIGN
-# decision 7, docs/threat-model.md).
+# supervisor of engine process trees and jail of scenario programs) into .bin/
+# (docs/design.md, decision 7; docs/threat-model.md).
 #
 # .bin/pulumi is built from the tools/pulumi module (a few minutes cold) only when missing or
 # not the pinned version. .bin/pulumi-language-go and .bin/challfn-sandbox are rebuilt every

@@ -12,6 +12,7 @@ scripts/install-pulumi.sh
 scripts/install-providers.sh
 scripts/install-monitoring.sh
 scripts/install-etcd.sh   # Debian etcd-server: the 3-member cluster of the fault tests
+scripts/install-chall-manager.sh # chall-manager v0.6.6's CLI, janitor and server: the gRPC tests
 # The end-to-end telemetry tests run against the real Jaeger and Prometheus.
 export CHALLFN_E2E_MONITORING=1
 export PATH="$root/.bin:$PATH"
@@ -31,7 +32,7 @@ echo "== function binaries as the images hold them (built and smoke-tested)"
 scripts/build-images.sh --binaries-only
 
 # Separate modules (kept apart so the functions' go.mod does not inherit them).
-for mod in tools/validate providers/challfn-local; do
+for mod in tools/validate tools/chall-manager providers/challfn-local; do
   if [[ -f $mod/go.mod ]]; then
     echo "== go test ($mod)"
     (cd "$mod" && go test -count=1 -timeout 20m ./...)

@@ -1,4 +1,4 @@
-# Asynchronous work (DESIGN decision 4): the functions publish CloudEvents to
+# Asynchronous work (docs/design.md, decision 4): the functions publish CloudEvents to
 # this topic (EVENTS_SINK_URL=pubsub://projects/P/topics/T, ce-* attributes);
 # the push subscription delivers them to the instance function at /events,
 # which unwraps the Pub/Sub envelope. Handlers are idempotent; the janitor

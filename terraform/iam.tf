@@ -75,7 +75,7 @@ resource "google_service_account_iam_member" "pubsub_token_creator" {
   member             = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 }
 
-# Private by default (DESIGN decision 10): only the listed members may call
+# Private by default (docs/design.md, decision 10): only the listed members may call
 # the REST API...
 resource "google_cloud_run_v2_service_iam_member" "api_invokers" {
   for_each = { for p in setproduct(tolist(local.rest_functions), var.invokers) : "${p[0]}/${p[1]}" => p }

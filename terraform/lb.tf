@@ -1,7 +1,9 @@
-# One base URL for the REST API: a global external Application Load Balancer
-# whose URL map sends /api/v1/challenge* and /healthcheck to the challenge
-# function and /api/v1/instance* to the instance function (serverless NEGs).
-# Request timeouts are Cloud Run's (serverless NEG backends have none).
+# One base URL for the REST API and chall-manager's gRPC services: a global
+# external Application Load Balancer whose URL map sends /api/v1/challenge*,
+# /healthcheck and the gRPC service api.v1.challenge.ChallengeStore to the
+# challenge function and /api/v1/instance* and api.v1.instance.InstanceManager
+# to the instance function (serverless NEGs). Request timeouts are Cloud
+# Run's (serverless NEG backends have none).
 resource "google_compute_global_address" "api" {
   name    = "${var.name_prefix}-api"
   project = var.project_id
@@ -25,7 +27,9 @@ resource "google_compute_backend_service" "api" {
   name                  = "${var.name_prefix}-${each.key}"
   project               = var.project_id
   load_balancing_scheme = "EXTERNAL_MANAGED"
-  protocol              = "HTTPS"
+  # HTTP/2 to the backend, so gRPC calls are not downgraded on the way to
+  # the functions' h2c ports (REST is fine over HTTP/2 too).
+  protocol = "HTTP2"
   backend {
     group = google_compute_region_network_endpoint_group.api[each.key].id
   }
@@ -89,6 +93,15 @@ resource "google_compute_url_map" "api" {
     }
     path_rule {
       paths   = ["/api/v1/instance", "/api/v1/instance/*"]
+      service = google_compute_backend_service.api["instance"].id
+    }
+    # gRPC calls are POST /<package>.<service>/<method>.
+    path_rule {
+      paths   = ["/api.v1.challenge.ChallengeStore/*"]
+      service = google_compute_backend_service.api["challenge"].id
+    }
+    path_rule {
+      paths   = ["/api.v1.instance.InstanceManager/*"]
       service = google_compute_backend_service.api["instance"].id
     }
   }

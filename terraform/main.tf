@@ -141,6 +141,10 @@ resource "google_cloud_run_v2_service" "fn" {
     containers {
       image = var.images[each.key]
       ports {
+        # h2c: end-to-end HTTP/2 for the functions serving REST and gRPC
+        # (gRPC needs it; REST works over it). The janitor is a CloudEvent
+        # function served by funcframework, which speaks HTTP/1.1 only.
+        name           = each.value.http ? "h2c" : "http1"
         container_port = 8080
       }
       resources {
@@ -148,7 +152,7 @@ resource "google_cloud_run_v2_service" "fn" {
           cpu    = each.value.cpu
           memory = each.value.memory
         }
-        # Request-based billing: nothing runs after a response (DESIGN decision 4).
+        # Request-based billing: nothing runs after a response (docs/design.md, decision 4).
         cpu_idle          = true
         startup_cpu_boost = true
       }

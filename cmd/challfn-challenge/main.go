@@ -3,8 +3,12 @@
 package main
 
 import (
+	"net/http"
+
 	"github.com/challfn/challfn/functions/challenge"
 	"github.com/challfn/challfn/shared/funcmain"
 )
 
-func main() { funcmain.Run("challfn-"+challenge.Name, challenge.Name) }
+func main() {
+	funcmain.Run("challfn-"+challenge.Name, challenge.Name, http.HandlerFunc(challenge.Serve))
+}

@@ -4,8 +4,10 @@
 package main
 
 import (
+	"net/http"
+
 	"github.com/challfn/challfn/functions/instance"
 	"github.com/challfn/challfn/shared/funcmain"
 )
 
-func main() { funcmain.Run("challfn-"+instance.Name, instance.Name) }
+func main() { funcmain.Run("challfn-"+instance.Name, instance.Name, http.HandlerFunc(instance.Serve)) }

@@ -7,4 +7,4 @@ import (
 	"github.com/challfn/challfn/shared/funcmain"
 )
 
-func main() { funcmain.Run("challfn-"+janitor.Name, janitor.Name) }
+func main() { funcmain.Run("challfn-"+janitor.Name, janitor.Name, nil) }

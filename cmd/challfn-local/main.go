@@ -1,7 +1,8 @@
 // Command challfn-local runs the whole of challfn on this machine, on an
 // embedded default: an embedded etcd (data in .run/etcd), an in-process OCI
 // registry with the example scenarios pushed, a file:// Pulumi backend, and
-// the three functions behind one address, as clients expect one base URL.
+// the three functions behind one address, as clients expect one base URL
+// (REST over HTTP/1.1 or h2c, and chall-manager's gRPC services over h2c).
 // Asynchronous work travels between the functions as binary-mode CloudEvents
 // over HTTP (the encoding Knative brokers use) through a small local broker,
 // and the janitor is fired on a short schedule the same way.
@@ -28,6 +29,7 @@ import (
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/registry"
 	"github.com/challfn/challfn/shared/sandbox"
 	"github.com/challfn/challfn/shared/scenario"
@@ -128,7 +130,7 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monito
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := httpx.Server(mux)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -138,11 +140,12 @@ func run(addr, regAddr, dir, examples string, janitorEvery time.Duration, monito
 	go tickJanitor(ctx, "http://"+addr+allinone.JanitorPath, allinone.Client(app), janitorEvery, log)
 
 	fmt.Fprintf(os.Stderr, "\nchallfn is running at http://%s (etcd %s, registry %s, state %s)\n", addr, e.Endpoints()[0], reg.Host(), dir)
+	fmt.Fprintf(os.Stderr, "  gRPC (chall-manager-cli, chall-manager-janitor): --url %s\n", addr)
 	for _, r := range refs {
 		fmt.Fprintf(os.Stderr, "  example scenario: %s\n", r)
 	}
 	fmt.Fprintln(os.Stderr)
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := httpx.Serve(srv, l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 
 	"github.com/challfn/challfn/shared/bootstrap"
+	"github.com/challfn/challfn/shared/grpcx"
 	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -16,8 +17,12 @@ import (
 const Name = "challenge"
 
 func init() {
-	functions.HTTP(Name, telemetry.HandlerFunc(Name, app.ServeHTTP))
+	functions.HTTP(Name, Serve)
 }
+
+// Serve is the function's entry: gRPC calls (ChallengeStore) go to its gRPC
+// server, every other request to its REST routes, on the same port.
+var Serve = grpcx.Split(http.HandlerFunc(app.ServeGRPC), telemetry.Handler(Name, app)).ServeHTTP
 
 // app builds the function's dependencies on the first request (a cold
 // start), then serves with them.
@@ -27,6 +32,16 @@ var app = &bootstrap.Lazy{
 	Handler: func(_ context.Context, a *bootstrap.App) (http.Handler, error) {
 		return Handler(a), nil
 	},
+	GRPC: func(_ context.Context, a *bootstrap.App) (http.Handler, error) {
+		return GRPCHandler(a), nil
+	},
+}
+
+// GRPCHandler serves the function's gRPC service with a.
+func GRPCHandler(a *bootstrap.App) http.Handler {
+	s := grpcx.NewServer(a.GRPCOptions())
+	RegisterGRPC(s, a.Manager)
+	return s.Handler()
 }
 
 // Handler serves the challenge function's routes and health endpoint with a.

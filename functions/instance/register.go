@@ -10,6 +10,7 @@ import (
 
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/grpcx"
 	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -23,9 +24,14 @@ const (
 )
 
 func init() {
-	functions.HTTP(Name, telemetry.HandlerFunc(Name, app.ServeHTTP))
+	functions.HTTP(Name, Serve)
 	functions.CloudEvent(EventsName, telemetry.CloudEvent(handleEvent))
 }
+
+// Serve is the function's entry: gRPC calls (InstanceManager) go to its gRPC
+// server, every other request (REST routes, events, health) to its HTTP
+// handler, on the same port.
+var Serve = grpcx.Split(http.HandlerFunc(app.ServeGRPC), telemetry.Handler(Name, app)).ServeHTTP
 
 // app builds the function's dependencies on the first request or event (a
 // cold start), then serves with them.
@@ -33,6 +39,16 @@ var app = &bootstrap.Lazy{
 	New:       bootstrap.FromEnv(Name, telemetry.NewLogger(os.Stderr)),
 	Component: "challfn-" + Name,
 	Handler:   Handler,
+	GRPC: func(_ context.Context, a *bootstrap.App) (http.Handler, error) {
+		return GRPCHandler(a), nil
+	},
+}
+
+// GRPCHandler serves the function's gRPC service with a.
+func GRPCHandler(a *bootstrap.App) http.Handler {
+	s := grpcx.NewServer(a.GRPCOptions())
+	RegisterGRPC(s, a.Manager)
+	return s.Handler()
 }
 
 func handleEvent(ctx context.Context, e cloudevents.Event) error {

@@ -6,6 +6,7 @@ package allinone
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/grpcx"
 	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -26,7 +28,9 @@ const (
 )
 
 // Mux returns the handler of every function with app, and broker at
-// BrokerPath.
+// BrokerPath. gRPC calls of both services (ChallengeStore, InstanceManager)
+// are answered at the same address, as upstream's one port does; serve it
+// with httpx.Server (h2c).
 func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Handler, error) {
 	inst, err := instance.Handler(ctx, app)
 	if err != nil {
@@ -40,24 +44,35 @@ func Mux(ctx context.Context, app *bootstrap.App, broker http.Handler) (http.Han
 	}
 	chall := telemetry.Handler(challenge.Name, challenge.Handler(app))
 	in := telemetry.Handler(instance.Name, inst)
-	mux := http.NewServeMux()
-	mux.Handle("/api/v1/challenge", chall)
-	mux.Handle("/api/v1/challenge/", chall)
-	mux.Handle("/api/v1/instance", in)
-	mux.Handle("/api/v1/instance/", in)
-	mux.Handle(instance.EventsPath, in)
-	mux.Handle(httpx.HealthPath, in)
-	// The janitor and the broker's ingress stand for private services in
-	// production; behind one public address they need the token like every
-	// other route (an open ingress would let anyone inject work events).
-	mux.Handle(JanitorPath, httpx.RequireToken(app.Config.APITokens, telemetry.Handler(janitor.Name, jan)))
-	mux.Handle(BrokerPath, httpx.RequireToken(app.Config.APITokens, broker))
-	// Any other path is the gateway's JSON 404 (contract §1.1), not
-	// ServeMux's plain-text one: clients parse every error body.
-	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		apierr.Write(w, apierr.RouteNotFound())
-	}))
-	return mux, nil
+	jant := httpx.RequireToken(app.Config.APITokens, telemetry.Handler(janitor.Name, jan))
+	brk := httpx.RequireToken(app.Config.APITokens, broker)
+	// Routed by path as the gateway does, the path as sent: an http.ServeMux
+	// would clean it first and answer "/api/v1/challenge/.." with an HTML
+	// redirect, where the routes answer in the contract's shape.
+	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case p == "/api/v1/challenge" || strings.HasPrefix(p, "/api/v1/challenge/"):
+			chall.ServeHTTP(w, r)
+		case p == "/api/v1/instance" || strings.HasPrefix(p, "/api/v1/instance/"), p == instance.EventsPath, p == httpx.HealthPath:
+			in.ServeHTTP(w, r)
+		// The janitor and the broker's ingress stand for private services in
+		// production; behind one public address they need the token like
+		// every other route (an open ingress would let anyone inject work).
+		case p == JanitorPath:
+			jant.ServeHTTP(w, r)
+		case p == BrokerPath:
+			brk.ServeHTTP(w, r)
+		default:
+			// The gateway's JSON 404 (docs/contract.md §1.1): clients parse
+			// every error body.
+			apierr.Write(w, apierr.RouteNotFound())
+		}
+	})
+	gs := grpcx.NewServer(app.GRPCOptions())
+	challenge.RegisterGRPC(gs, app.Manager)
+	instance.RegisterGRPC(gs, app.Manager)
+	return grpcx.Split(gs.Handler(), mux), nil
 }
 
 // Client is the HTTP client for calls into the functions served by Mux (the

@@ -29,8 +29,10 @@ import (
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/etcd/etcdtest"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/registry"
 	"github.com/challfn/challfn/shared/scenario"
+	"github.com/challfn/challfn/shared/telemetry"
 )
 
 // Root is the repository root.
@@ -67,6 +69,31 @@ func Install(t testing.TB) {
 	os.Setenv("PULUMI_SKIP_UPDATE_CHECK", "true")
 }
 
+var cmOnce sync.Once
+
+// ChallManager builds chall-manager v0.6.6's own binaries if needed
+// (scripts/install-chall-manager.sh, from the Go module proxy) and returns
+// the path of one of them: "chall-manager-cli", "chall-manager-janitor" or
+// "chall-manager". A missing binary is a failure, never a skip.
+func ChallManager(t testing.TB, name string) string {
+	t.Helper()
+	var err error
+	cmOnce.Do(func() {
+		s := filepath.Join(Root(), "scripts", "install-chall-manager.sh")
+		if out, cerr := exec.Command(s).CombinedOutput(); cerr != nil {
+			err = fmt.Errorf("%s: %w\n%s", s, cerr, out)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(Root(), ".bin", name)
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s missing after install: %v", name, err)
+	}
+	return bin
+}
+
 // Events says how asynchronous work travels.
 type Events int
 
@@ -74,7 +101,8 @@ const (
 	// Broker: events go through an in-process broker that POSTs them to the
 	// instance function's /events, as a Knative Broker does.
 	Broker Events = iota
-	// Inline: no event sink; updates and deletions run inside the request.
+	// Inline: no event sink: the function process's own queue (mem://)
+	// delivers the events, in the background, as a single process would.
 	Inline
 )
 
@@ -160,9 +188,11 @@ func Start(t testing.TB, o Options) *Env {
 		t.Fatal(err)
 	}
 	// Not t.Log: the broker and deployments may log after the test ends.
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// The functions' own log handler (JSON, with trace_id, challenge_id and identity),
+	// so that tests read the lines operators read.
+	log := slog.New(telemetry.NewLogHandler(os.Stderr, telemetry.LogOptions{Level: slog.LevelWarn}))
 	if o.Log != nil {
-		log = slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		log = slog.New(telemetry.NewLogHandler(o.Log, telemetry.LogOptions{Level: slog.LevelDebug}))
 	}
 	e.App, err = bootstrap.New(ctx, cfg, "test", log)
 	if err != nil {
@@ -176,8 +206,8 @@ func Start(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.Server = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go e.Server.Serve(l)
+	e.Server = httpx.Server(h)
+	go httpx.Serve(e.Server, l)
 	t.Cleanup(func() {
 		e.Broker.Wait()
 		e.Broker.Close()
@@ -245,6 +275,15 @@ func (e *Env) Do(t testing.TB, method, path, body string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
+// Wait blocks until the asynchronous work sent so far is done: the events of
+// the broker, or of the process's own queue (Inline).
+func (e *Env) Wait() {
+	e.Broker.Wait()
+	if e.App.Queue != nil {
+		e.App.Queue.Wait()
+	}
+}
+
 // Janitor fires one janitor run the way a scheduler does and waits for the
 // events it caused.
 func (e *Env) Janitor(t testing.TB) {
@@ -258,7 +297,7 @@ func (e *Env) Janitor(t testing.TB) {
 	if err := s.Send(ctx, ev); err != nil {
 		t.Fatalf("janitor: %v", err)
 	}
-	e.Broker.Wait()
+	e.Wait()
 }
 
 // Stacks lists the stacks left in the Pulumi backend.

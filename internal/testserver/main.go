@@ -11,7 +11,8 @@
 //	                   on stdout as "LISTEN http://host:port" once serving
 //	TESTSERVER_EVENTS  "broker" (default): events go through an in-process
 //	                   broker at /broker that delivers to this process;
-//	                   "inline": no event sink
+//	                   "inline": no event sink, the process's own queue
+//	                   (mem://) delivers them
 //	TESTSERVER_HOLD    a Go duration: answers to POST/PATCH/DELETE under
 //	                   /api/v1/ wait this long after the handler returned and
 //	                   before anything is written, so a test can kill the
@@ -36,6 +37,7 @@ import (
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/sandbox"
 )
 
@@ -89,8 +91,8 @@ func run() error {
 		h = hold(h, d)
 	}
 	fmt.Printf("LISTEN %s\n", url)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	return srv.Serve(l)
+	srv := httpx.Server(h)
+	return httpx.Serve(srv, l)
 }
 
 // hold delays the answers of writes until d after the handler returned.

@@ -31,6 +31,11 @@ func main() {
 		if msg, ok := additional["fail"]; ok {
 			return fmt.Errorf("failing on request: %s", msg)
 		}
+		// Fails deployments but not previews: a registration that passes, then
+		// instances (pooled ones included) that do not.
+		if msg, ok := additional["fail-up"]; ok && !ctx.DryRun() {
+			return fmt.Errorf("failing on request: %s", msg)
+		}
 		// A slow deployment, for tests that act while an up is running.
 		if d, err := time.ParseDuration(additional["sleep"]); err == nil && !ctx.DryRun() {
 			time.Sleep(d)

@@ -29,7 +29,7 @@ func CheckUpdateMask(mask *FieldMask) error {
 	return apierr.InvalidUpdateMask(mask.Paths)
 }
 
-// CheckPooler is upstream's CheckPooler (reference §3.4): only the bounds
+// CheckPooler is upstream's CheckPooler (docs/contract.md §3.4): only the bounds
 // named in paths are checked, violations keep upstream's order, and the
 // inversion check needs both bounds in paths. max == 0 means no maximum.
 func CheckPooler(paths []string, min, max int64) error {
@@ -44,6 +44,12 @@ func CheckPooler(paths []string, min, max int64) error {
 	if hasMin && hasMax && max > 0 && min > max {
 		fv = append(fv, apierr.FieldViolation{Field: "min", Reason: "INVERTED_BOUNDARIES", Description: "When an upper bound is defined, minimum cannot exceed maximum."})
 	}
+	return poolerError(hasMin, hasMax, min, max, fv)
+}
+
+// poolerError is the CHALLENGE_POOLER_OOB answer of violations fv (nil
+// without any), with the bounds in paths as metadata.
+func poolerError(hasMin, hasMax bool, min, max int64, fv []apierr.FieldViolation) error {
 	if len(fv) == 0 {
 		return nil
 	}

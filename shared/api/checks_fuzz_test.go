@@ -13,8 +13,8 @@ import (
 	"github.com/challfn/challfn/shared/apierr"
 )
 
-// maskPathValid is an independent reading of upstream's rule (reference
-// §4.4): each dot-separated segment names a field of the current message,
+// maskPathValid is an independent reading of upstream's rule (docs/contract.md
+// §3.5): each dot-separated segment names a field of the current message,
 // and only message fields (not maps, not lists) can be walked into.
 func maskPathValid(path string) bool {
 	md := mdUpdateChallengeRequest

@@ -97,7 +97,7 @@ func TestDecodeForms(t *testing.T) {
 		want    any    // nil: only compared with the gateway
 		wantErr string // substring of the 400 message
 	}{
-		// CTFd plugin bodies (ecosystem §A.2).
+		// CTFd plugin bodies (docs/contract.md §1.9).
 		{"ctfd create challenge", decCreateChallenge,
 			`{"id":"12","scenario":"registry:5000/scn:latest","timeout":"600s","until":"2024-07-10T15:00:00Z","additional":{"k":"v"},"min":0,"max":2,"updateStrategy":"update_in_place"}`,
 			&CreateChallengeRequest{ID: "12", Scenario: "registry:5000/scn:latest", Timeout: ptr(600 * time.Second), Until: ptr(until), Additional: map[string]string{"k": "v"}, Max: 2}, ""},

@@ -9,15 +9,19 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// The wire messages are upstream's api/v1/{instance,challenge}.proto (same
-// packages, names, numbers, declaration order and proto3 `optional`s), built
-// at run time so protojson itself decides every accepted input form, every
-// output form and every error text, with no generated code to maintain.
-// Declaration order matters: protojson writes fields in that order.
+// The wire messages and services are upstream's api/v1/{instance,challenge}.proto
+// (same packages, names, numbers, declaration order, proto3 `optional`s,
+// methods and streaming), built at run time so protojson itself decides
+// every accepted input form, every output form and every error text, and the
+// protobuf binary encoding of the gRPC services follows from the same
+// descriptors, with no generated code to maintain. Declaration order matters:
+// protojson writes fields in that order. tools/chall-manager's test compares
+// these descriptors with upstream's generated ones.
 
 type fieldOpt func(*descriptorpb.FieldDescriptorProto)
 
@@ -81,7 +85,17 @@ func message(pkg, name string, oneofs []string, build func(full string) ([]*desc
 	return m
 }
 
+// rpc describes one method; stream marks a server-streaming one.
+func rpc(name, in, out string, stream bool) *descriptorpb.MethodDescriptorProto {
+	m := &descriptorpb.MethodDescriptorProto{Name: proto.String(name), InputType: proto.String(in), OutputType: proto.String(out)}
+	if stream {
+		m.ServerStreaming = proto.Bool(true)
+	}
+	return m
+}
+
 const (
+	emType = ".google.protobuf.Empty"
 	tsType = ".google.protobuf.Timestamp"
 	duType = ".google.protobuf.Duration"
 	fmType = ".google.protobuf.FieldMask"
@@ -96,7 +110,17 @@ func instanceFile() *descriptorpb.FileDescriptorProto {
 		Name:       proto.String("api/v1/instance/instance.proto"),
 		Package:    proto.String(pkg),
 		Syntax:     proto.String("proto3"),
-		Dependency: []string{"google/protobuf/timestamp.proto"},
+		Dependency: []string{"google/protobuf/empty.proto", "google/protobuf/timestamp.proto"},
+		Service: []*descriptorpb.ServiceDescriptorProto{{
+			Name: proto.String("InstanceManager"),
+			Method: []*descriptorpb.MethodDescriptorProto{
+				rpc("CreateInstance", "."+pkg+".CreateInstanceRequest", "."+pkg+".Instance", false),
+				rpc("RetrieveInstance", "."+pkg+".RetrieveInstanceRequest", "."+pkg+".Instance", false),
+				rpc("QueryInstance", "."+pkg+".QueryInstanceRequest", "."+pkg+".Instance", true),
+				rpc("RenewInstance", "."+pkg+".RenewInstanceRequest", "."+pkg+".Instance", false),
+				rpc("DeleteInstance", "."+pkg+".DeleteInstanceRequest", emType, false),
+			},
+		}},
 		MessageType: []*descriptorpb.DescriptorProto{
 			message(pkg, "CreateInstanceRequest", nil, func(full string) ([]*descriptorpb.FieldDescriptorProto, []*descriptorpb.DescriptorProto) {
 				add, entry := stringMap(full, "additional", 3)
@@ -136,6 +160,7 @@ func challengeFile() *descriptorpb.FileDescriptorProto {
 		Syntax:  proto.String("proto3"),
 		Dependency: []string{
 			"google/protobuf/duration.proto",
+			"google/protobuf/empty.proto",
 			"google/protobuf/field_mask.proto",
 			"google/protobuf/timestamp.proto",
 			"api/v1/instance/instance.proto",
@@ -175,6 +200,16 @@ func challengeFile() *descriptorpb.FileDescriptorProto {
 				}, []*descriptorpb.DescriptorProto{entry}
 			}),
 		},
+		Service: []*descriptorpb.ServiceDescriptorProto{{
+			Name: proto.String("ChallengeStore"),
+			Method: []*descriptorpb.MethodDescriptorProto{
+				rpc("CreateChallenge", "."+pkg+".CreateChallengeRequest", "."+pkg+".Challenge", false),
+				rpc("RetrieveChallenge", "."+pkg+".RetrieveChallengeRequest", "."+pkg+".Challenge", false),
+				rpc("QueryChallenge", emType, "."+pkg+".Challenge", true),
+				rpc("UpdateChallenge", "."+pkg+".UpdateChallengeRequest", "."+pkg+".Challenge", false),
+				rpc("DeleteChallenge", "."+pkg+".DeleteChallengeRequest", emType, false),
+			},
+		}},
 		EnumType: []*descriptorpb.EnumDescriptorProto{{
 			Name: proto.String("UpdateStrategy"),
 			Value: []*descriptorpb.EnumValueDescriptorProto{
@@ -188,15 +223,41 @@ func challengeFile() *descriptorpb.FileDescriptorProto {
 
 // Descriptors of the wire messages.
 var (
-	mdChallenge              protoreflect.MessageDescriptor
-	mdInstance               protoreflect.MessageDescriptor
-	mdCreateChallengeRequest protoreflect.MessageDescriptor
-	mdUpdateChallengeRequest protoreflect.MessageDescriptor
-	mdCreateInstanceRequest  protoreflect.MessageDescriptor
-	mdRenewInstanceRequest   protoreflect.MessageDescriptor
-	mdQueryInstanceRequest   protoreflect.MessageDescriptor
-	edUpdateStrategy         protoreflect.EnumDescriptor
+	mdChallenge                protoreflect.MessageDescriptor
+	mdInstance                 protoreflect.MessageDescriptor
+	mdCreateChallengeRequest   protoreflect.MessageDescriptor
+	mdRetrieveChallengeRequest protoreflect.MessageDescriptor
+	mdUpdateChallengeRequest   protoreflect.MessageDescriptor
+	mdDeleteChallengeRequest   protoreflect.MessageDescriptor
+	mdCreateInstanceRequest    protoreflect.MessageDescriptor
+	mdRetrieveInstanceRequest  protoreflect.MessageDescriptor
+	mdRenewInstanceRequest     protoreflect.MessageDescriptor
+	mdQueryInstanceRequest     protoreflect.MessageDescriptor
+	mdDeleteInstanceRequest    protoreflect.MessageDescriptor
+	mdEmpty                    protoreflect.MessageDescriptor
+	edUpdateStrategy           protoreflect.EnumDescriptor
 )
+
+// Full names of the two gRPC services.
+const (
+	ChallengeStoreService  = "api.v1.challenge.ChallengeStore"
+	InstanceManagerService = "api.v1.instance.InstanceManager"
+)
+
+// Files returns the descriptors of upstream's challenge.proto and
+// instance.proto (for the comparison with upstream's generated code, and for
+// clients such as server reflection that need the schema).
+func Files() []protoreflect.FileDescriptor {
+	var out []protoreflect.FileDescriptor
+	for _, p := range []string{"api/v1/instance/instance.proto", "api/v1/challenge/challenge.proto"} {
+		fd, err := files.FindFileByPath(p)
+		if err != nil {
+			panic(fmt.Sprintf("api: %s: %v", p, err))
+		}
+		out = append(out, fd)
+	}
+	return out
+}
 
 // files is a registry holding the two wire files and the well-known types they
 // import. Tests use it to compare against grpc-gateway's own marshaler.
@@ -206,6 +267,7 @@ func buildFiles() *protoregistry.Files {
 	files := new(protoregistry.Files)
 	for _, fd := range []protoreflect.FileDescriptor{
 		durationpb.File_google_protobuf_duration_proto,
+		emptypb.File_google_protobuf_empty_proto,
 		fieldmaskpb.File_google_protobuf_field_mask_proto,
 		timestamppb.File_google_protobuf_timestamp_proto,
 	} {
@@ -231,11 +293,16 @@ func buildFiles() *protoregistry.Files {
 	}
 	mdChallenge = find("api.v1.challenge.Challenge")
 	mdCreateChallengeRequest = find("api.v1.challenge.CreateChallengeRequest")
+	mdRetrieveChallengeRequest = find("api.v1.challenge.RetrieveChallengeRequest")
 	mdUpdateChallengeRequest = find("api.v1.challenge.UpdateChallengeRequest")
+	mdDeleteChallengeRequest = find("api.v1.challenge.DeleteChallengeRequest")
 	mdInstance = find("api.v1.instance.Instance")
 	mdCreateInstanceRequest = find("api.v1.instance.CreateInstanceRequest")
+	mdRetrieveInstanceRequest = find("api.v1.instance.RetrieveInstanceRequest")
 	mdRenewInstanceRequest = find("api.v1.instance.RenewInstanceRequest")
 	mdQueryInstanceRequest = find("api.v1.instance.QueryInstanceRequest")
+	mdDeleteInstanceRequest = find("api.v1.instance.DeleteInstanceRequest")
+	mdEmpty = find("google.protobuf.Empty")
 	ed, err := files.FindDescriptorByName("api.v1.challenge.UpdateStrategy")
 	if err != nil {
 		panic(fmt.Sprintf("api: UpdateStrategy: %v", err))

@@ -26,7 +26,7 @@ func fullChallenge() *Challenge {
 	}
 }
 
-// The examples of reference §1.3, produced there by the upstream marshaler.
+// The examples of docs/contract.md §1.3, the bytes upstream's marshaler produces.
 func TestEncodeGolden(t *testing.T) {
 	tests := []struct {
 		name string

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// Seeds: the request bodies of reference §1 and ecosystem §A.2.
+// Seeds: the request bodies of docs/contract.md §1, those of the CTFd plugin (§1.9) included.
 var bodySeeds = []string{
 	``,
 	`{}`,

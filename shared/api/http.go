@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -40,7 +42,7 @@ func WriteEmpty(w http.ResponseWriter) {
 }
 
 // Stream writes a server stream as grpc-gateway's ForwardResponseStream does
-// (reference §1.4): chunked, one `{"result":<message>}` line per item,
+// (docs/contract.md §1.4): chunked, one `{"result":<message>}` line per item,
 // flushed; Content-Type set with the first item; nothing written means a 200
 // with an empty body; a failure is one `{"error":<Status>}` line, with the
 // mapped HTTP status only if nothing was written before. Safe for concurrent use.
@@ -213,11 +215,49 @@ func ValidateID(field, id string) error {
 
 // DecodeBody caps r's body at max bytes (see LimitBody) and decodes it with
 // decode: the first step of every route that takes a body.
+//
+// The body must arrive within BodyTimeout: a client that sends it slowly (or
+// never) gets a 400 instead of holding a connection and a request slot for as
+// long as it likes. The deadline is the connection's read deadline
+// (http.ResponseController), lifted once the body is read.
 func DecodeBody[T any](w http.ResponseWriter, r *http.Request, max int64, decode func(io.Reader) (*T, error)) (*T, error) {
 	if err := LimitBody(w, r, max); err != nil {
 		return nil, err
 	}
-	return decode(r.Body)
+	rc := http.NewResponseController(w)
+	deadline := rc.SetReadDeadline(time.Now().Add(BodyTimeout)) == nil
+	body := &deadlineBody{r: r.Body}
+	t, err := decode(body)
+	if err != nil && body.timedOut {
+		// The rest of the body will never come: close the connection (the
+		// server would otherwise wait to discard it, with no deadline left).
+		w.Header().Set("Connection", "close")
+		return nil, apierr.BodyTooSlow(BodyTimeout)
+	}
+	if deadline {
+		_ = rc.SetReadDeadline(time.Time{})
+	}
+	return t, err
+}
+
+// BodyTimeout bounds the reading of a request body (bodies are ≤ 1 MiB).
+const BodyTimeout = 20 * time.Second
+
+// deadlineBody remembers whether a read hit the connection's deadline.
+type deadlineBody struct {
+	r        io.Reader
+	timedOut bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	if b.r == nil {
+		return 0, io.EOF
+	}
+	n, err := b.r.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		b.timedOut = true
+	}
+	return n, err
 }
 
 // Respond answers a unary call: err in the contract's shape, else m.

@@ -1,6 +1,6 @@
 // Package api holds the wire types of the chall-manager REST contract and
 // their JSON encoding, byte-compatible in meaning with grpc-gateway's default
-// marshaler (protojson, EmitUnpopulated, DiscardUnknown): reference §1.
+// marshaler (protojson, EmitUnpopulated, DiscardUnknown): docs/contract.md §1.
 //
 // Handlers decode requests with the Decode* functions (which reproduce the
 // gateway's body handling and error texts) and answer with Write/WriteEmpty,
@@ -101,7 +101,7 @@ type FieldMask struct {
 
 // UpdateChallengeRequest is the body of PATCH /api/v1/challenge/{id}.
 //
-// Update rule (reference §3.5): a field is applied iff its path is in the
+// Update rule (docs/contract.md §3.5): a field is applied iff its path is in the
 // mask (Masks); a masked field that was absent from the body carries its
 // zero value here (nil Timeout/Until/Additional, 0 Min/Max), which resets it.
 type UpdateChallengeRequest struct {
@@ -154,3 +154,25 @@ type RenewInstanceRequest struct {
 	ChallengeID string
 	SourceID    string
 }
+
+// The requests below have no REST body (their fields are path or query
+// parameters): they are the gRPC services' messages.
+
+// RetrieveChallengeRequest is api.v1.challenge.RetrieveChallengeRequest.
+type RetrieveChallengeRequest struct{ ID string }
+
+// DeleteChallengeRequest is api.v1.challenge.DeleteChallengeRequest.
+type DeleteChallengeRequest struct{ ID string }
+
+// RetrieveInstanceRequest is api.v1.instance.RetrieveInstanceRequest.
+type RetrieveInstanceRequest struct{ ChallengeID, SourceID string }
+
+// QueryInstanceRequest is api.v1.instance.QueryInstanceRequest.
+type QueryInstanceRequest struct{ SourceID string }
+
+// DeleteInstanceRequest is api.v1.instance.DeleteInstanceRequest.
+type DeleteInstanceRequest struct{ ChallengeID, SourceID string }
+
+// Empty is google.protobuf.Empty: QueryChallenge's request and the answer
+// of both deletions.
+type Empty struct{}

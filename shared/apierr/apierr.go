@@ -1,5 +1,5 @@
 // Package apierr is the error catalogue of the chall-manager REST contract
-// (reference §2): every error the API can answer with, as a value that carries
+// (docs/contract.md §2): every error the API can answer with, as a value that carries
 // its gRPC code, HTTP status and google.rpc.Status details, and the writers that
 // put it on the wire exactly as grpc-gateway's default error handler does.
 package apierr

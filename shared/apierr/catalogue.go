@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -95,6 +96,22 @@ func Unknown(msg string) *Error { return newError(CodeUnknown, msg) }
 // BadRequest is the gateway's decode/query-parameter failure: 400, code 3, the
 // parser's text, no details.
 func BadRequest(msg string) *Error { return newError(CodeInvalidArgument, msg) }
+
+// Gateway is an answer the HTTP server gives before any handler runs (a
+// request it cannot parse): its status is kept, its code is the one that
+// status maps to, its message the server's text.
+func Gateway(status int, text string) *Error {
+	code := CodeInvalidArgument
+	switch status {
+	case http.StatusNotImplemented:
+		code = CodeUnimplemented
+	case http.StatusRequestHeaderFieldsTooLarge:
+		code = CodeResourceExhausted
+	}
+	e := newError(code, text)
+	e.httpStatus = status
+	return e
+}
 
 // RouteNotFound is the gateway's answer for an unknown path.
 func RouteNotFound() *Error {
@@ -339,6 +356,11 @@ func InvalidArgument(field, reason, description string) *Error {
 		info(ReasonInvalidArgument, Domain, map[string]string{"field": field}),
 		badRequest(FieldViolation{Field: field, Reason: reason, Description: description}),
 	)
+}
+
+// BodyTooSlow: the request body did not arrive within timeout (400).
+func BodyTooSlow(timeout time.Duration) *Error {
+	return InvalidArgument("body", "TOO_SLOW", "The request body was not received within "+timeout.String()+".")
 }
 
 // BodyTooLarge: the request body exceeds limit bytes (400).

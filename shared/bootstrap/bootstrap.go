@@ -21,10 +21,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/challfn/challfn/shared/api"
 	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/events"
+	"github.com/challfn/challfn/shared/grpcx"
 	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
@@ -46,6 +48,9 @@ type App struct {
 	Engine    *iac.Engine
 	Manager   *manager.Manager
 	Log       *slog.Logger
+	// Queue carries the asynchronous work when no events sink is configured
+	// (mem://): Wait lets a test wait for it.
+	Queue *events.InProcess
 }
 
 // New connects to etcd and builds the rest. source names the function in the
@@ -81,7 +86,11 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		// Deployments queue here, not in front of the function: reads
 		// keep flowing when every engine slot is busy.
 		MaxProcesses: int(cfg.EngineConcurrency),
-		Sandbox:      cfg.ScenarioSandbox,
+		// The manager runs the engine on a stack only with the right to it
+		// (the instance's writer lock, a fresh identity, the janitor's
+		// orphan grace): a stack lock it meets is a dead engine's.
+		ExclusiveStacks: true,
+		Sandbox:         cfg.ScenarioSandbox,
 		// Scenario programs see their own folder, never the others' nor the cache.
 		Hide: []string{cfg.CacheDir},
 	})
@@ -106,32 +115,47 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		cli.Close()
 		return nil, fmt.Errorf("scenarios: %w", err)
 	}
+	// Without a sink, the process's own queue carries the work (mem://): a
+	// single-process setup such as the local run. Functions on a serverless
+	// platform set EVENTS_SINK_URL to their broker.
+	sinkURL := cfg.EventsSinkURL
+	if sinkURL == "" {
+		sinkURL = "mem://"
+	}
 	var sender manager.Sender
-	if cfg.EventsSinkURL != "" {
+	{
 		client := &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport)}
-		if len(cfg.APITokens) > 0 && loopback(cfg.EventsSinkURL) {
+		if len(cfg.APITokens) > 0 && loopback(sinkURL) {
 			// A loopback sink is challfn's own all-in-one broker (local run,
 			// tests), which the API tokens protect like any other route. A
 			// remote broker never receives an API token.
 			client.Transport = httpx.BearerTransport(cfg.APITokens[0], client.Transport)
 		}
-		s, err := events.NewSender(cfg.EventsSinkURL, client)
+		s, err := events.NewSender(sinkURL, client)
 		if err != nil {
 			a.Close()
 			return nil, err
 		}
 		sender = s
 	}
+	records, locks := manager.OnEtcd(a.Store, a.Locks)
 	a.Manager = manager.New(manager.Options{
-		Store:     a.Store,
-		Locks:     a.Locks,
+		Records:   records,
+		Locks:     locks,
 		Scenarios: a.Scenarios,
 		Engine:    a.Engine,
 		Events:    sender,
 		Source:    "//challfn/" + function,
 		Debug:     cfg.Debug,
 		Log:       log,
+		Limits: api.Limits{PoolMin: cfg.PoolMinLimit, PoolMax: cfg.PoolMaxLimit,
+			AdditionalBytes: int(cfg.AdditionalMaxBytes)},
 	})
+	if q, ok := sender.(*events.InProcess); ok {
+		q.Log = log
+		q.Bind(telemetry.CloudEvent(a.Manager.HandleEvent))
+		a.Queue = q
+	}
 	return a, nil
 }
 
@@ -152,6 +176,9 @@ func loopback(rawURL string) bool {
 // Close releases the connections.
 func (a *App) Close() error {
 	var errs []error
+	if a.Queue != nil {
+		a.Queue.Close()
+	}
 	if a.Scenarios != nil {
 		errs = append(errs, a.Scenarios.Close())
 	}
@@ -180,12 +207,16 @@ type Lazy struct {
 	New func(ctx context.Context) (*App, error)
 	// Handler builds the function's HTTP handler from the App (optional).
 	Handler func(ctx context.Context, a *App) (http.Handler, error)
+	// GRPC builds the handler of the function's gRPC calls (optional; see
+	// ServeGRPC).
+	GRPC func(ctx context.Context, a *App) (http.Handler, error)
 	// Component names the function in health answers.
 	Component string
 
 	mu      sync.Mutex
 	app     *App
 	handler http.Handler
+	grpc    http.Handler
 }
 
 // Get returns the App, building it if needed.
@@ -215,6 +246,46 @@ func (l *Lazy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.ServeHTTP(w, r)
+}
+
+// ServeGRPC serves a gRPC call with the handler built by GRPC; until the App
+// can be built, the call gets the same 503 (Unavailable) as REST, as a gRPC
+// status.
+func (l *Lazy) ServeGRPC(w http.ResponseWriter, r *http.Request) {
+	h, err := l.getGRPC(r.Context())
+	if err != nil {
+		// Through the telemetry wrapper, as the REST Unready answer is: the
+		// failure gets its log line and the call its flush.
+		telemetry.Default().GRPCHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			grpcx.WriteStatus(w, unavailable(err))
+		})).ServeHTTP(w, r)
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+func (l *Lazy) getGRPC(ctx context.Context) (http.Handler, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.grpc != nil {
+		return l.grpc, nil
+	}
+	a, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h, err := l.GRPC(context.WithoutCancel(ctx), a)
+	if err != nil {
+		return nil, err
+	}
+	l.grpc = h
+	return h, nil
+}
+
+// GRPCOptions configure the function's gRPC server as its REST routes are:
+// the same API tokens, request size cap and logger.
+func (a *App) GRPCOptions() grpcx.Options {
+	return grpcx.Options{Tokens: a.Config.APITokens, MaxRecvBytes: a.Config.MaxRequestBytes, Log: a.Log}
 }
 
 func (l *Lazy) getHandler(ctx context.Context) (http.Handler, error) {
@@ -274,8 +345,12 @@ func Unready(component string, err error) http.Handler {
 			health.ServeHTTP(w, r)
 			return
 		}
-		apierr.Write(w, apierr.Unavailable("challfn is not ready: "+err.Error()))
+		apierr.Write(w, unavailable(err))
 	})
+}
+
+func unavailable(err error) *apierr.Error {
+	return apierr.Unavailable("challfn is not ready: " + err.Error())
 }
 
 // StoreCounter reads the counts of the challenges and instances gauges from

@@ -45,8 +45,12 @@ type Config struct {
 	EventsSinkURL    string
 	APITokens        []string
 	OrphanGrace      time.Duration
-	LogLevel         string
-	Debug            bool
+	// Ceilings of what an organiser may ask for (shared/api.Limits).
+	PoolMinLimit       int64
+	PoolMaxLimit       int64
+	AdditionalMaxBytes int64
+	LogLevel           string
+	Debug              bool
 	// ScenarioSandbox is SCENARIO_SANDBOX: how scenario programs and engine process
 	// trees are contained (shared/sandbox: auto, require, off).
 	ScenarioSandbox sandbox.Mode
@@ -108,6 +112,9 @@ func Load(env Getenv) (Config, error) {
 	c.Debug, errs = boolean(env, "CHALLFN_DEBUG", errs)
 	c.ScenarioMaxBytes, errs = integer(env, "SCENARIO_MAX_BYTES", 256<<20, errs)
 	c.MaxRequestBytes, errs = integer(env, "MAX_REQUEST_BYTES", 1<<20, errs)
+	c.PoolMinLimit, errs = integer(env, "POOL_MIN_LIMIT", 100, errs)
+	c.PoolMaxLimit, errs = integer(env, "POOL_MAX_LIMIT", 100_000, errs)
+	c.AdditionalMaxBytes, errs = integer(env, "ADDITIONAL_MAX_BYTES", 64<<10, errs)
 	if c.ScenarioSandbox, err = sandbox.ParseMode(env("SCENARIO_SANDBOX")); err != nil {
 		errs = append(errs, fmt.Errorf("SCENARIO_SANDBOX: %w", err))
 	}

@@ -1,5 +1,5 @@
 // Package events defines the CloudEvents that carry challfn's asynchronous work
-// (DESIGN decision 4: nothing runs after a response) and the ways to send them.
+// (docs/design.md, decision 4: nothing runs after a response) and the ways to send them.
 //
 // Work that must outlive a request — filling a pool slot, applying a hot update
 // to one instance, deleting one instance — is not done in a goroutine but sent
@@ -40,26 +40,40 @@ type PoolFill struct {
 	ChallengeID string `json:"challengeId"`
 }
 
-// InstanceUpdate asks to bring one instance to a scenario digest and the
-// challenge's current additional values with a strategy.
+// Event payloads carry keys, never state: a handler reads the records when it
+// runs, so that a late or duplicated event acts on what is true then.
+
+// InstanceUpdate asks to bring one claimed instance to its challenge's current
+// generation (scenario and additional values), with the strategy the
+// challenge records for that generation.
 type InstanceUpdate struct {
 	ChallengeID string `json:"challengeId"`
 	Identity    string `json:"identity"`
-	Digest      string `json:"digest"`
-	Strategy    string `json:"strategy"`
-	// Generation is the challenge revision that asked for the update; a handler
-	// seeing a newer generation on the challenge knows a later update supersedes
-	// this one.
-	Generation int64 `json:"generation,omitempty"`
 }
 
-// InstanceDelete asks to destroy one instance and forget it.
+// InstanceDelete asks to destroy one instance and forget it, for Reason.
 type InstanceDelete struct {
-	ChallengeID string `json:"challengeId"`
-	Identity    string `json:"identity"`
-	// Reason is informational: "expired", "pool-shrink", "repair", ...
-	Reason string `json:"reason,omitempty"`
+	ChallengeID string       `json:"challengeId"`
+	Identity    string       `json:"identity"`
+	Reason      DeleteReason `json:"reason,omitempty"`
 }
+
+// DeleteReason says why an instance is to be deleted. The handler checks that
+// the reason still holds when it runs; "" (an explicit request) always does.
+type DeleteReason string
+
+const (
+	// ReasonExpired: the instance's until had passed when the janitor looked;
+	// a renewal (or a challenge update) since cancels the deletion.
+	ReasonExpired DeleteReason = "expired"
+	// ReasonPoolShrink: the pool holds more than it should, or the instance
+	// is outdated; a claim since cancels the deletion.
+	ReasonPoolShrink DeleteReason = "pool-shrink"
+	// ReasonChallengeDelete: the challenge is being deleted.
+	ReasonChallengeDelete DeleteReason = "challenge-delete"
+	// ReasonRepair: the janitor found the record's stack gone.
+	ReasonRepair DeleteReason = "repair"
+)
 
 // New builds an event of typ from source with data as JSON, carrying the trace
 // context of ctx in the distributed-tracing extension.

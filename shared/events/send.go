@@ -39,6 +39,8 @@ func NewSender(sink string, client *http.Client) (Sender, error) {
 	switch u.Scheme {
 	case "http", "https":
 		return &httpSender{target: sink, client: client}, nil
+	case "mem":
+		return &InProcess{}, nil
 	case "pubsub":
 		topic := strings.TrimPrefix(u.Host+u.Path, "/")
 		parts := strings.Split(topic, "/")
@@ -51,7 +53,7 @@ func NewSender(sink string, client *http.Client) (Sender, error) {
 		}
 		return p, nil
 	}
-	return nil, fmt.Errorf("events sink %q: unsupported scheme (want http, https or pubsub)", sink)
+	return nil, fmt.Errorf("events sink %q: unsupported scheme (want http, https, pubsub or mem)", sink)
 }
 
 type httpSender struct {

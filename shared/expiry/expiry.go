@@ -1,4 +1,4 @@
-// Package expiry holds the expiration arithmetic of instances (contract §4.12).
+// Package expiry holds the expiration arithmetic of instances (docs/contract.md §4.12).
 package expiry
 
 import "time"
@@ -21,6 +21,16 @@ func Until(now time.Time, until *time.Time, timeout *time.Duration) *time.Time {
 		t = *until
 	}
 	return &t
+}
+
+// Instance is when a claimed instance expires: Until counted from its last
+// renewal, or from the challenge's last update when that is later (an update
+// resets the until of every instance, docs/contract.md §4.4).
+func Instance(lastRenew, challengeUpdated time.Time, until *time.Time, timeout *time.Duration) *time.Time {
+	if challengeUpdated.After(lastRenew) {
+		lastRenew = challengeUpdated
+	}
+	return Until(lastRenew, until, timeout)
 }
 
 // Expired reports whether a deadline has passed at now. An unset deadline never

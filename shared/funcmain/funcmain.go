@@ -1,15 +1,21 @@
 // Package funcmain is the main of every challfn function binary: telemetry set
-// up at cold start, the functions framework serving the registered target,
-// and a flush and shutdown of telemetry on SIGTERM.
+// up at cold start, the function's target served on PORT, and a flush and
+// shutdown of telemetry on SIGTERM.
 package funcmain
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"strconv"
+	"time"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 
+	"github.com/challfn/challfn/shared/httpx"
 	"github.com/challfn/challfn/shared/sandbox"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
@@ -17,7 +23,15 @@ import (
 
 // Run serves target (unless FUNCTION_TARGET names another registered one) on
 // PORT (default 8080), on 127.0.0.1 only when LOCAL_ONLY=true.
-func Run(service, target string) {
+//
+// h is target's entry when it is an HTTP function that also serves gRPC (the
+// challenge and instance functions, registered with functions.HTTP as h):
+// it is then served by challfn's own server, which speaks HTTP/1.1 and h2c on
+// the one port (funcframework's server speaks HTTP/1.1 only, and gRPC
+// clients, Knative's queue-proxy and Cloud Run with a port named h2c send
+// HTTP/2 cleartext). Any other target (a CloudEvent function, or h == nil)
+// is served by the functions framework.
+func Run(service, target string, h http.Handler) {
 	ctx := context.Background()
 	// The environment holds challfn's credentials: no process of the same uid (a
 	// scenario program without a jail) may read them through /proc.
@@ -27,6 +41,7 @@ func Run(service, target string) {
 	if os.Getenv("FUNCTION_TARGET") == "" {
 		os.Setenv("FUNCTION_TARGET", target)
 	}
+	served := os.Getenv("FUNCTION_TARGET")
 	t, err := telemetry.Setup(ctx, service, version.Version)
 	if err != nil {
 		logger.Error("telemetry setup failed; continuing without it", "error", err)
@@ -40,9 +55,50 @@ func Run(service, target string) {
 	if os.Getenv("LOCAL_ONLY") == "true" {
 		host = "127.0.0.1"
 	}
-	logger.Info("serving", "target", os.Getenv("FUNCTION_TARGET"), "port", port, "version", version.Version)
-	if err := telemetry.Run(ctx, t, func(context.Context) error { return funcframework.StartHostPort(host, port) }); err != nil {
+	serve := func(context.Context) error { return funcframework.StartHostPort(host, port) }
+	if h != nil && served == target {
+		serve = func(ctx context.Context) error {
+			return listen(ctx, net.JoinHostPort(host, port), withPlatformTimeout(h))
+		}
+	}
+	logger.Info("serving", "target", served, "port", port, "version", version.Version)
+	if err := telemetry.Run(ctx, t, serve); err != nil {
 		logger.Error("function stopped", "error", err)
 		os.Exit(1)
 	}
+}
+
+// listen serves h on addr with httpx.Server until ctx ends, then stops
+// accepting and lets calls in flight finish within telemetry.ShutdownTimeout.
+func listen(ctx context.Context, addr string, h http.Handler) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := httpx.Server(h)
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), telemetry.ShutdownTimeout)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := httpx.Serve(srv, l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// withPlatformTimeout gives each request the deadline the platform announces
+// in CLOUD_RUN_TIMEOUT_SECONDS, as funcframework's server does.
+func withPlatformTimeout(h http.Handler) http.Handler {
+	secs, err := strconv.Atoi(os.Getenv("CLOUD_RUN_TIMEOUT_SECONDS"))
+	if err != nil || secs <= 0 {
+		return h
+	}
+	d := time.Duration(secs) * time.Second
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }

@@ -16,32 +16,26 @@ import (
 	"github.com/challfn/challfn/shared/apierr"
 )
 
-// HealthPath is the health endpoint of every function (contract §1.5).
+// HealthPath is the health endpoint of every function (docs/contract.md §1.5).
 const HealthPath = "/healthcheck"
 
 // RequireToken protects next with bearer tokens when tokens is not empty
-// (DESIGN decision 10: deployments are private by default through the
+// (docs/design.md, decision 10: deployments are private by default through the
 // platform; tokens are for setups that must expose a public URL). Several
 // tokens may be valid at once so they can be rotated. The health endpoint
 // stays open for probes. A missing or wrong token is a 401 in the contract's
 // shape.
 func RequireToken(tokens []string, next http.Handler) http.Handler {
-	if len(tokens) == 0 {
+	tk := NewTokens(tokens)
+	if tk == nil {
 		return next
-	}
-	// Compare fixed-size digests so neither the length nor the content of a
-	// valid token leaks through timing.
-	sums := make([][32]byte, len(tokens))
-	for i, t := range tokens {
-		sums[i] = sha256.Sum256([]byte(t))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == HealthPath {
 			next.ServeHTTP(w, r)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !validToken(sums, got) {
+		if !tk.Valid(r.Header.Get("Authorization")) {
 			apierr.Write(w, apierr.Unauthenticated())
 			return
 		}
@@ -49,12 +43,38 @@ func RequireToken(tokens []string, next http.Handler) http.Handler {
 	})
 }
 
-func validToken(sums [][32]byte, token string) bool {
-	sum := sha256.Sum256([]byte(token))
+// Tokens is a set of valid bearer tokens, for the REST middleware above and
+// the gRPC interceptors (where the same value travels in the `authorization`
+// metadata).
+type Tokens struct {
+	sums [][32]byte
+}
+
+// NewTokens returns the set, or nil when tokens is empty (no access control).
+func NewTokens(tokens []string) *Tokens {
+	if len(tokens) == 0 {
+		return nil
+	}
+	// Compare fixed-size digests so neither the length nor the content of a
+	// valid token leaks through timing.
+	t := &Tokens{sums: make([][32]byte, len(tokens))}
+	for i, tok := range tokens {
+		t.sums[i] = sha256.Sum256([]byte(tok))
+	}
+	return t
+}
+
+// Valid reports whether authorization ("Bearer <token>") names a valid token.
+func (t *Tokens) Valid(authorization string) bool {
+	got, ok := strings.CutPrefix(authorization, "Bearer ")
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256([]byte(got))
 	match := 0
-	for i := range sums {
+	for i := range t.sums {
 		// No early exit: every candidate is compared.
-		match |= subtle.ConstantTimeCompare(sum[:], sums[i][:])
+		match |= subtle.ConstantTimeCompare(sum[:], t.sums[i][:])
 	}
 	return match == 1
 }

@@ -20,7 +20,7 @@ type Route struct {
 }
 
 // Router dispatches requests to routes the way grpc-gateway does for the
-// contract (§1.1): a path matching no route is a 404 `Not Found`, a known
+// contract (docs/contract.md §1.1): a path matching no route is a 404 `Not Found`, a known
 // path with another method is a 501 `Method Not Allowed`. Path parameters are
 // single segments: a trailing slash, an empty segment or an escaped `/`
 // (`%2F`) in a parameter matches nothing.

@@ -121,7 +121,7 @@ func BenchmarkEngine(b *testing.B) {
 		})
 	})
 
-	// Baseline: the Automation API sequence chall-manager runs for a create (contract §7.2,
+	// Baseline: the Automation API sequence chall-manager runs for a create (docs/contract.md §7.2,
 	// §7.3): UpsertStackLocalSource (with its `pulumi version`), SetConfig x2, Up, Export.
 	b.Run("BaselineAutoCreate", func(b *testing.B) {
 		root, _, take := countingPulumi(b)

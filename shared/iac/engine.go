@@ -20,6 +20,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optremove"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/constant"
 
+	"github.com/challfn/challfn/shared/bucketurl"
 	"github.com/challfn/challfn/shared/sandbox"
 )
 
@@ -56,7 +57,7 @@ type Config struct {
 	// backend's folder, TempDir and PULUMI_HOME (the scenario cache, ...).
 	Hide []string
 	// NewIdentity makes identities for blue-green updates and previews; default
-	// NewIdentity (contract §4.13).
+	// NewIdentity (docs/contract.md §4.13).
 	NewIdentity func() string
 	// MaxProcesses bounds how many engine processes of operations (`stack
 	// init`, `up`, `destroy`, `preview`...) run at once; more wait their turn
@@ -66,6 +67,12 @@ type Config struct {
 	// deployments queue, where the platform's request concurrency limit would
 	// queue the reads behind them.
 	MaxProcesses int
+	// ExclusiveStacks says that every caller runs an operation on a stack only
+	// while no other engine may (challfn's manager holds the instance's writer
+	// lock in etcd, or a fresh identity): a stack lock met then was left by an
+	// engine that is gone (its lock's lease expired, which is how the caller
+	// got the stack), and is broken at once instead of after OpTimeout.
+	ExclusiveStacks bool
 }
 
 // Engine runs Pulumi operations on stacks of one backend. It is safe for concurrent use:
@@ -92,6 +99,13 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.BackendURL == "" {
 		return nil, errors.New("iac: a backend URL is required")
 	}
+	// The engine and the lock sweeper write the backend the same way
+	// (bucketurl.Normalize: a kill mid-write leaves it readable).
+	backend, err := bucketurl.Normalize(cfg.BackendURL)
+	if err != nil {
+		return nil, fmt.Errorf("iac: backend URL: %w", err)
+	}
+	cfg.BackendURL = backend
 	bin := cfg.PulumiBin
 	if bin == "" {
 		bin = os.Getenv("CHALLFN_PULUMI")
@@ -148,7 +162,7 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Sandbox() (flavor sandbox.Flavor, degraded string) { return e.flavor, e.degraded }
 
 // NewIdentity returns a fresh instance identity: 16 random bytes, SHA-256, the first 16
-// lowercase hex characters (contract §4.13).
+// lowercase hex characters (docs/contract.md §4.13).
 func NewIdentity() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -156,7 +170,7 @@ func NewIdentity() string {
 	return hex.EncodeToString(sum[:])[:16]
 }
 
-// detach applies decision 5: the caller's cancellation no longer reaches the engine.
+// detach applies docs/design.md, decision 5: the caller's cancellation no longer reaches the engine.
 func detach(ctx context.Context) (context.Context, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -210,7 +224,7 @@ func (e *Engine) create(ctx context.Context, p Program, identity string, additio
 }
 
 // Update moves the instance `identity`, deployed with old, to the new program and
-// additional config, following strategy (contract §4.14, without the upstream bug: the old
+// additional config, following strategy (docs/contract.md §4.14, without the upstream bug: the old
 // stack is always destroyed with the OLD program's project). It returns the instance's
 // identity afterwards (new for blue-green) and its outputs.
 //
@@ -316,7 +330,7 @@ func (e *Engine) destroy(ctx context.Context, ws *opWorkspace) (err error) {
 }
 
 // Preview runs `pulumi preview` of p with additional on a throw-away stack (a random
-// identity), removed afterwards (contract §8.4, without the leak). Three CLI processes:
+// identity), removed afterwards (docs/contract.md §8.4, without the leak). Three CLI processes:
 // auto.NewStack, `preview`, Workspace.RemoveStack.
 func (e *Engine) Preview(ctx context.Context, p Program, additional map[string]string) error {
 	ctx, err := detach(ctx)

@@ -252,7 +252,7 @@ func TestSecondProcessDestroys(t *testing.T) {
 }
 
 // TestCallerCancelDoesNotAbortUp: the caller hangs up while the program runs; the
-// deployment still completes (decision 5).
+// deployment still completes (docs/design.md, decision 5).
 func TestCallerCancelDoesNotAbortUp(t *testing.T) {
 	e, _ := newTestEngine(t)
 	p := scenario(t, "additional")
@@ -291,25 +291,71 @@ func TestCallerCancelDoesNotAbortUp(t *testing.T) {
 	}
 }
 
-// TestSDKScenario: a scenario written with chall-manager's SDK v0.6.6 runs unchanged.
-func TestSDKScenario(t *testing.T) {
-	ctx := context.Background()
-	e, _ := newTestEngine(t)
-	p := scenario(t, "sdk")
-	id := "a0b1c2d3a0b1c2d3"
-	outs, err := e.Create(ctx, p, id, map[string]string{"host": "ctf.example"})
-	if err != nil {
-		t.Fatal(err)
+// TestSDKShapes runs every output shape a ChallMaker writes by default with
+// chall-manager's SDK v0.6.6 (or plain pulumi.Run) through create, each update strategy
+// and destroy on the real engine: each deploys with the flags chall-manager gives.
+func TestSDKShapes(t *testing.T) {
+	varied := func(plain string) func(string) bool {
+		// sdk.Variate keeps the length and leaves braces alone.
+		return func(f string) bool { return len(f) == len(plain) && strings.HasSuffix(f, "}") && f != "" }
 	}
-	if outs.ConnectionInfo != "curl http://"+id+".ctf.example" {
-		t.Fatalf("connection_info = %q", outs.ConnectionInfo)
-	}
-	// sdk.Variate is deterministic per identity: one flag, a variation of the base.
-	if len(outs.Flags) != 1 || len(outs.Flags[0]) != len("CTF{sdk-scenario}") || outs.Flags[0] == "" {
-		t.Fatalf("flags = %q", outs.Flags)
-	}
-	if err := e.Destroy(ctx, p, id); err != nil {
-		t.Fatal(err)
+	exact := func(want string) func(string) bool { return func(f string) bool { return f == want } }
+	for _, tc := range []struct {
+		scenario string
+		ci       func(id string) string
+		flags    []func(string) bool
+	}{
+		{"sdk-default", func(id string) string { return "curl -v https://" + id + ".sdk-default.local" }, nil},
+		{"sdk-flag", func(id string) string { return "nc " + id + ".sdk-flag.local 1337" }, []func(string) bool{varied("CTF{deprecated-flag}")}},
+		{"sdk", func(id string) string { return "curl http://" + id + ".ctf.example" }, []func(string) bool{varied("CTF{sdk-scenario}")}},
+		{"sdk-both", func(id string) string { return "nc " + id + ".sdk-both.local 1337" },
+			[]func(string) bool{exact("CTF{first}"), varied("CTF{both-flags}"), exact("CTF{both-flags}")}},
+		{"plain", func(id string) string { return "nc " + id + ".plain.local 1337" }, nil},
+	} {
+		t.Run(tc.scenario, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			e, _ := newTestEngine(t)
+			p := scenario(t, tc.scenario)
+			add := map[string]string{"host": "ctf.example"}
+			check := func(step, id string, outs Outputs) {
+				t.Helper()
+				if outs.ConnectionInfo != tc.ci(id) {
+					t.Fatalf("%s: connection_info = %q, want %q", step, outs.ConnectionInfo, tc.ci(id))
+				}
+				ok := len(outs.Flags) == len(tc.flags) && len(outs.Ignored) == 0
+				for i := 0; ok && i < len(tc.flags); i++ {
+					ok = tc.flags[i](outs.Flags[i])
+				}
+				if !ok {
+					t.Fatalf("%s: flags = %q (ignored %q), want %d", step, outs.Flags, outs.Ignored, len(tc.flags))
+				}
+			}
+			id := "a0b1c2d3a0b1c2d3"
+			outs, err := e.Create(ctx, p, id, add)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check("create", id, outs)
+			for _, s := range []Strategy{UpdateInPlace, BlueGreen, Recreate} {
+				add["round"] = string(s)
+				newID, outs, err := e.Update(ctx, p, p, s, id, add)
+				if err != nil {
+					t.Fatalf("%s: %v", s, err)
+				}
+				if (newID != id) != (s == BlueGreen) {
+					t.Fatalf("%s: identity %s → %s", s, id, newID)
+				}
+				id = newID
+				check(string(s), id, outs)
+			}
+			if err := e.Destroy(ctx, p, id); err != nil {
+				t.Fatal(err)
+			}
+			if refs := stacks(t, e); len(refs) != 0 {
+				t.Fatalf("stacks left: %v", refs)
+			}
+		})
 	}
 }
 
@@ -399,38 +445,42 @@ func copyDir(t testing.TB, src, dst string) {
 	}
 }
 
-// TestSecretOutputs: the event log masks secrets, so they are read back from the state.
+// TestSecretOutputs: the event log masks secrets, so they are read back from the state;
+// what the state says of an unset output (the unknown marker) is absent there too.
 func TestSecretOutputs(t *testing.T) {
-	ctx := context.Background()
-	e, _ := newTestEngine(t)
-	dir := t.TempDir()
-	copyDir(t, filepath.Join(repoRoot, "scenarios", "outputs"), dir)
-	src := `package main
-
-import "github.com/pulumi/pulumi/sdk/v3/go/pulumi"
-
-func main() {
-	pulumi.Run(func(ctx *pulumi.Context) error {
-		ctx.Export("connection_info", pulumi.String("public"))
-		ctx.Export("flags", pulumi.ToSecret(pulumi.ToStringArray([]string{"CTF{hidden}"})))
-		return nil
-	})
-}
-`
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := LoadProgram(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outs, err := e.Create(ctx, p, "5ec5ec5ec5ec5ec5", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantOutputs(t, outs, "public", "CTF{hidden}")
-	if err := e.Destroy(ctx, p, "5ec5ec5ec5ec5ec5"); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name, exports, ci string
+		flags             []string
+	}{
+		{"secret flags", `ctx.Export("connection_info", pulumi.String("public"))
+		ctx.Export("flags", pulumi.ToSecret(pulumi.ToStringArray([]string{"CTF{hidden}"})))`, "public", []string{"CTF{hidden}"}},
+		// chall-manager's SDK with a secret connection info and Flags left unset.
+		{"secret connection info, unset flags", `ctx.Export("connection_info", pulumi.ToSecret(pulumi.String("hidden")))
+		ctx.Export("flags", pulumi.StringArrayOutput{})`, "hidden", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			e, _ := newTestEngine(t)
+			dir := t.TempDir()
+			copyDir(t, filepath.Join(repoRoot, "scenarios", "outputs"), dir)
+			src := "package main\n\nimport \"github.com/pulumi/pulumi/sdk/v3/go/pulumi\"\n\n" +
+				"func main() {\n\tpulumi.Run(func(ctx *pulumi.Context) error {\n\t\t" + tc.exports + "\n\t\treturn nil\n\t})\n}\n"
+			if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p, err := LoadProgram(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs, err := e.Create(ctx, p, "5ec5ec5ec5ec5ec5", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantOutputs(t, outs, tc.ci, tc.flags...)
+			if err := e.Destroy(ctx, p, "5ec5ec5ec5ec5ec5"); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

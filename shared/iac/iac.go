@@ -4,8 +4,8 @@
 //
 // A stack is `organization/<project>/<identity>`, its config is `<project>:identity` and
 // `<project>:additional` (a JSON object string), and the program sees CM_PROJECT=<project>
-// (DESIGN decision 6, contract §7.2). State lives in the configured backend, so any Engine
-// on the same backend can update or destroy what another created (decision 2).
+// (docs/design.md, decision 6; docs/contract.md §7.2). State lives in the configured backend, so any Engine
+// on the same backend can update or destroy what another created (docs/design.md, decision 2).
 //
 // How the Automation API is used. The Engine holds one auto.PulumiCommand
 // (auto.NewPulumiCommand, version check skipped; its `pulumi version` runs once, in New).
@@ -22,7 +22,7 @@
 // operation: create 2 (`stack init`, `up`), update in place 1, destroy 1 (`destroy
 // --remove`), preview 3, list 1.
 //
-// Deployments outlive impatient clients (decision 5): every operation runs detached from
+// Deployments outlive impatient clients (docs/design.md, decision 5): every operation runs detached from
 // the caller's cancellation (context.WithoutCancel) under the Engine's own per-operation
 // timeout, and that detached context is what PulumiCommand.Run gets (it interrupts the
 // process when its context ends). A caller whose context is already done before anything
@@ -50,9 +50,12 @@ type Program struct {
 type Outputs struct {
 	ConnectionInfo string
 	Flags          []string
+	// Ignored describes outputs of a shape upstream ignores (see ParseOutputs): the
+	// deployment goes on, and the caller logs them for the ChallMaker.
+	Ignored []string
 }
 
-// Strategy is a hot-update strategy (contract §4.14).
+// Strategy is a hot-update strategy (docs/contract.md §4.14).
 type Strategy string
 
 const (
@@ -65,7 +68,7 @@ const (
 var ErrNoProject = errors.New("no Pulumi project file found")
 
 // LoadProgram reads dir's Pulumi.yaml (or Pulumi.yml) and checks what the engine needs
-// (contract §8.3): a `name` and the `go` runtime.
+// (docs/contract.md §8.3): a `name` and the `go` runtime.
 func LoadProgram(dir string) (Program, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -115,7 +118,7 @@ func runtimeName(rt any) string {
 	return fmt.Sprint(rt)
 }
 
-// StackName is the fully qualified stack name of an instance (contract §7.2).
+// StackName is the fully qualified stack name of an instance (docs/contract.md §7.2).
 func StackName(project, identity string) string {
 	return "organization/" + project + "/" + identity
 }

@@ -119,21 +119,15 @@ func lockTime(ctx context.Context, b *blob.Bucket, obj *blob.ListObject) (time.T
 }
 
 // openBackendBucket opens the Pulumi backend's bucket the way the DIY
-// backend does: file:// with no_tmp_dir (the engine's own writes never go
-// through the system temp directory, nor ours), and for the other schemes the
-// URL path is a prefix inside the bucket.
+// backend does: file:// as given (Engine.New normalized it for writers), and
+// for the other schemes the URL path is a prefix inside the bucket.
 func openBackendBucket(ctx context.Context, backendURL string) (*blob.Bucket, error) {
 	u, err := url.Parse(backendURL)
 	if err != nil {
 		return nil, fmt.Errorf("iac: backend URL: %w", err)
 	}
 	if u.Scheme == "file" {
-		q := u.Query()
-		if q.Get("no_tmp_dir") == "" {
-			q.Set("no_tmp_dir", "true")
-		}
-		u.RawQuery = q.Encode()
-		b, err := blob.OpenBucket(ctx, u.String())
+		b, err := blob.OpenBucket(ctx, backendURL) // normalized by New
 		if err != nil {
 			return nil, fmt.Errorf("iac: open backend %s: %w", backendURL, err)
 		}

@@ -13,6 +13,7 @@ import (
 )
 
 func TestParseOutputs(t *testing.T) {
+	const unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9" // plugin.UnknownStringValue
 	for _, tc := range []struct {
 		name    string
 		in      map[string]any
@@ -29,9 +30,22 @@ func TestParseOutputs(t *testing.T) {
 		{"empty connection info allowed", map[string]any{"connection_info": ""}, Outputs{}, ""},
 		{"missing connection info", map[string]any{"flag": "a"}, Outputs{}, "connection_info is missing"},
 		{"null connection info", map[string]any{"connection_info": nil}, Outputs{}, "connection_info is missing"},
-		{"connection info not a string", map[string]any{"connection_info": 3.0}, Outputs{}, "connection_info must be a string"},
+		{"connection info not a string", map[string]any{"connection_info": 3.0}, Outputs{}, "connection_info must be a string, got number"},
 		{"flag not a string", map[string]any{"connection_info": "c", "flag": 42.0}, Outputs{}, "flag must be a string"},
-		{"flags not an array", map[string]any{"connection_info": "c", "flags": "a"}, Outputs{}, "flags must be an array"},
+		// What chall-manager's SDK exports when the program set only ConnectionInfo: the
+		// unset flags output is stored as the engine's unknown marker.
+		{"sdk default: unknown flags", map[string]any{"connection_info": "c", "flags": unknown}, Outputs{ConnectionInfo: "c"}, ""},
+		{"unknown flag", map[string]any{"connection_info": "c", "flag": unknown, "flags": []any{"b"}},
+			Outputs{ConnectionInfo: "c", Flags: []string{"b"}}, ""},
+		{"unknown flags elements skipped", map[string]any{"connection_info": "c", "flags": []any{unknown, "b", nil, ""}},
+			Outputs{ConnectionInfo: "c", Flags: []string{"b"}}, ""},
+		{"unknown connection info", map[string]any{"connection_info": unknown}, Outputs{}, "connection_info is missing"},
+		{"empty flags", map[string]any{"connection_info": "c", "flag": "a", "flags": []any{}}, Outputs{ConnectionInfo: "c", Flags: []string{"a"}}, ""},
+		// Upstream ignores flags that are not an array: so does challfn, saying so.
+		{"flags a string", map[string]any{"connection_info": "c", "flag": "a", "flags": "b"},
+			Outputs{ConnectionInfo: "c", Flags: []string{"a"}, Ignored: []string{"flags is a string, not an array of strings: ignored"}}, ""},
+		{"flags an object", map[string]any{"connection_info": "c", "flags": map[string]any{"a": "b"}},
+			Outputs{ConnectionInfo: "c", Ignored: []string{"flags is an object, not an array of strings: ignored"}}, ""},
 		{"flags element not a string", map[string]any{"connection_info": "c", "flags": []any{"a", true}}, Outputs{},
 			"invalid flag type for true, should be a string"},
 	} {
@@ -46,7 +60,7 @@ func TestParseOutputs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.ConnectionInfo != tc.want.ConnectionInfo || !slices.Equal(got.Flags, tc.want.Flags) {
+			if got.ConnectionInfo != tc.want.ConnectionInfo || !slices.Equal(got.Flags, tc.want.Flags) || !slices.Equal(got.Ignored, tc.want.Ignored) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -83,7 +97,7 @@ func TestLoadProgram(t *testing.T) {
 }
 
 // TestWorkspaceFiles checks the files an operation hands the engine: the project points at
-// the program and its binary, and the stack config holds the two strings of contract §7.2.
+// the program and its binary, and the stack config holds the two strings of docs/contract.md §7.2.
 func TestWorkspaceFiles(t *testing.T) {
 	prog := t.TempDir()
 	if err := os.WriteFile(filepath.Join(prog, "Pulumi.yaml"),

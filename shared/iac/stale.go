@@ -13,7 +13,9 @@ import (
 // janitor could ever remove the stack. The lock carries no heartbeat, only
 // its creation time; but every engine process is interrupted at OpTimeout
 // and killed killGrace later (see run), so a lock older than that belongs to
-// an engine that is gone and is broken with `pulumi cancel`.
+// an engine that is gone and is broken with `pulumi cancel`. A caller that
+// only ever operates on stacks no other engine may touch (Config.ExclusiveStacks)
+// knows any lock it meets to be a dead engine's, and breaks it at once.
 
 // killGrace is how long PulumiCommand.Run waits between the interrupt and the
 // kill of a process whose context ended.
@@ -25,10 +27,14 @@ var (
 )
 
 // staleLocks reports whether stderr is a "stack locked" failure whose every
-// lock is older than staleAfter.
+// lock is older than staleAfter (any lock when staleAfter is 0: no clock of
+// another host is compared then).
 func staleLocks(stderr string, staleAfter time.Duration, now time.Time) bool {
 	if !stackLocked.MatchString(stderr) {
 		return false
+	}
+	if staleAfter <= 0 {
+		return true
 	}
 	ms := lockCreatedAt.FindAllStringSubmatch(stderr, -1)
 	if len(ms) == 0 {
@@ -46,7 +52,11 @@ func staleLocks(stderr string, staleAfter time.Duration, now time.Time) bool {
 // breakStaleLocks removes the stack's locks with `pulumi cancel` when stderr
 // says that only stale locks held it; true when the operation may be retried.
 func (ws *opWorkspace) breakStaleLocks(ctx context.Context, stderr string) bool {
-	if ws.stack == "" || !staleLocks(stderr, ws.e.cfg.OpTimeout+killGrace, time.Now()) {
+	staleAfter := ws.e.cfg.OpTimeout + killGrace
+	if ws.e.cfg.ExclusiveStacks {
+		staleAfter = 0 // see Config.ExclusiveStacks
+	}
+	if ws.stack == "" || !staleLocks(stderr, staleAfter, time.Now()) {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, ws.e.cfg.OpTimeout)

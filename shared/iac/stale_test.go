@@ -1,6 +1,7 @@
 package iac
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -31,6 +32,11 @@ func TestStaleLocks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := staleLocks(tc.stderr, time.Minute, now); got != tc.want {
 				t.Fatalf("staleLocks = %v, want %v", got, tc.want)
+			}
+			// Exclusive callers (staleAfter 0) break any lock, whatever its time.
+			want := strings.Contains(tc.stderr, "currently locked")
+			if got := staleLocks(tc.stderr, 0, now); got != want {
+				t.Fatalf("exclusive staleLocks = %v, want %v", got, want)
 			}
 		})
 	}

@@ -117,7 +117,7 @@ func projectSettings(p Program) (*workspace.Project, error) {
 	return proj, nil
 }
 
-// stackSettings holds what upstream sets with two `pulumi config set` (contract §7.2):
+// stackSettings holds what upstream sets with two `pulumi config set` (docs/contract.md §7.2):
 // `<project>:identity` and `<project>:additional` (a JSON object string, `{}` when empty).
 // The passphrase salt is not needed: the engine takes it from the stack's state.
 func stackSettings(project, identity string, additional map[string]string) (workspace.ProjectStack, error) {
@@ -202,7 +202,7 @@ type result struct {
 
 // run runs one pulumi process in the workspace with PulumiCommand.Run, the way the
 // workspace's own methods do (its directory, its environment), under the operation
-// timeout. ctx must be detached from the caller (decision 5): Run kills the process with
+// timeout. ctx must be detached from the caller (docs/design.md, decision 5): Run kills the process with
 // its context. On expiry Run sends SIGINT (pulumi then cancels cleanly and releases the
 // stack lock) and kills the process 10 s later if still running.
 func (ws *opWorkspace) run(ctx context.Context, args ...string) result {
@@ -223,7 +223,7 @@ func (ws *opWorkspace) run(ctx context.Context, args ...string) result {
 }
 
 // acquire waits for an engine process slot (Config.MaxProcesses) and
-// returns its release. ctx is detached (decision 5): accepted work waits for
+// returns its release. ctx is detached (docs/design.md, decision 5): accepted work waits for
 // its turn however long the queue is; the timeout starts with the process.
 func (e *Engine) acquire(ctx context.Context) (release func()) {
 	if e.slots == nil {

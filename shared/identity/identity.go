@@ -3,7 +3,7 @@
 // An identity names an instance everywhere: its Pulumi stack, its records in
 // etcd and the `identity` config value the scenario sees. It is derived from
 // random bytes only, never from the source (player/team) ID, so a scenario can
-// not learn who it is deployed for (DESIGN decision 10).
+// not learn who it is deployed for (docs/design.md, decision 10).
 package identity
 
 import (
@@ -16,7 +16,7 @@ import (
 const Len = 16
 
 // New returns a fresh identity: the first 16 hex characters of the SHA-256 of
-// 16 random bytes (contract §4.13).
+// 16 random bytes (docs/contract.md §4.13).
 func New() string {
 	var seed [16]byte
 	// crypto/rand.Read never returns an error on supported platforms (Go 1.24+).

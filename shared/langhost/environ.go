@@ -6,7 +6,7 @@ import "strings"
 // and challfn need them; a scenario never does (the engine decrypts its
 // secrets for it), and a scenario is code written by someone else: it must
 // not be able to print them into its outputs, its errors or the logs
-// (DESIGN decision 10). This is defence in depth, not a sandbox: a program
+// (docs/design.md, decision 10). This is defence in depth, not a sandbox: a program
 // running as the same user can still read its parents' /proc/<pid>/environ.
 var hidden = map[string]bool{
 	"PULUMI_CONFIG_PASSPHRASE":      true,

@@ -1,4 +1,4 @@
-// Package langhost is challfn's Go language host for the Pulumi engine (DESIGN decision 7):
+// Package langhost is challfn's Go language host for the Pulumi engine (docs/design.md, decision 7):
 // the plugin `pulumi-language-go` that the engine starts to run a scenario program.
 //
 // It runs either a prebuilt binary (`runtime.options.binary` in Pulumi.yaml, relative to the

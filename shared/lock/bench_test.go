@@ -29,7 +29,6 @@ func BenchmarkChain(b *testing.B) {
 	}{
 		{"challenge-write", lock.Chain{Challenge: "c", ChallengeMode: lock.Write}},
 		{"instance-write", lock.Chain{Challenge: "c", Instance: "i", InstanceMode: lock.Write}},
-		{"global-write", lock.Chain{Global: lock.Write}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			durs := make([]time.Duration, 0, b.N)

@@ -4,48 +4,49 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/challfn/challfn/shared/api"
 	"github.com/challfn/challfn/shared/apierr"
+	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/expiry"
-	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
-	"github.com/challfn/challfn/shared/pool"
 	"github.com/challfn/challfn/shared/store"
 	"github.com/challfn/challfn/shared/telemetry"
 )
 
-// CreateChallenge registers a challenge (contract §4.1): pooler bounds, then
+// CreateChallenge registers a challenge (docs/contract.md §4.1): pooler bounds, then
 // existence (409 before any registry work), then the scenario is resolved,
 // compiled once and previewed, then saved. The pool is filled by events; the
 // response does not wait for it.
-func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeRequest) (*api.Challenge, error) {
+func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeRequest) (_ *api.Challenge, err error) {
+	defer func() { err = m.answer(ctx, opChallengeCreate, err) }()
 	if err := api.ValidateID("id", req.ID); err != nil {
 		return nil, err
 	}
-	if err := api.CheckPooler(api.CreatePoolerPaths, req.Min, req.Max); err != nil {
+	if err := m.checkChallenge(api.CreatePoolerPaths, req.Min, req.Max, req.Timeout, req.Until); err != nil {
+		return nil, err
+	}
+	if err := m.o.Limits.CheckAdditional("additional", req.Additional); err != nil {
 		return nil, err
 	}
 	ctx = telemetry.WithChallenge(ctx, req.ID)
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: req.ID, ChallengeMode: lock.Write})
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	defer held.Release(ctx)
 
-	switch _, err := m.o.Store.GetChallenge(ctx, req.ID); {
+	switch _, err := m.o.Records.GetChallenge(ctx, req.ID); {
 	case err == nil:
 		return nil, apierr.ChallengeAlreadyExists(req.ID)
 	case !errors.Is(err, store.ErrNotFound):
-		return nil, storeError(err)
+		return nil, err
 	}
 	sc, err := m.o.Scenarios.Register(ctx, req.Scenario, req.Additional)
 	if err != nil {
-		return nil, scenarioError(err, req.Scenario, true)
+		return nil, err
 	}
 	c := &store.Challenge{
 		ID:         req.ID,
@@ -58,15 +59,15 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 		Min:        req.Min,
 		Max:        req.Max,
 	}
-	if err := m.o.Store.CreateChallenge(ctx, c, held.Fence()...); err != nil {
+	if err := m.o.Records.Under(held).CreateChallenge(ctx, c); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, apierr.ChallengeAlreadyExists(req.ID)
 		}
-		return nil, storeError(err)
+		return nil, err
 	}
 	m.log.InfoContext(ctx, "challenge created", "scenario", c.Scenario, "digest", c.Digest)
-	if !expiry.Expired(m.now(), c.Until) {
-		m.requestPoolFills(ctx, c.ID, c.Min)
+	if c.Min > 0 && !expiry.Expired(m.now(), c.Until) {
+		m.requestPoolFill(ctx, c.ID)
 	}
 	return toAPIChallenge(c, nil), nil
 }
@@ -75,13 +76,18 @@ func (m *Manager) CreateChallenge(ctx context.Context, req *api.CreateChallengeR
 // one etcd revision. Reads take no lock: etcd's snapshot is the consistency
 // upstream needed its reader locks for, and a read never waits behind a
 // deployment.
-func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (*api.Challenge, error) {
-	c, claimed, err := m.o.Store.ChallengeWithInstances(ctx, id)
+func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (_ *api.Challenge, err error) {
+	defer func() { err = m.answer(ctx, opChallengeRetrieve, err) }()
+	if err := api.ValidateID("id", id); err != nil {
+		return nil, err
+	}
+	ctx = telemetry.WithChallenge(ctx, id)
+	c, claimed, err := m.o.Records.ChallengeWithInstances(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
 		return nil, apierr.ChallengeNotFound(id)
 	}
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	return toAPIChallenge(c, claimed), nil
 }
@@ -90,9 +96,9 @@ func (m *Manager) RetrieveChallenge(ctx context.Context, id string) (*api.Challe
 // in one etcd revision (a consistent snapshot, like upstream's stop-the-world
 // lock, without stopping the world).
 func (m *Manager) QueryChallenges(ctx context.Context, send func(*api.Challenge) error) error {
-	views, err := m.o.Store.AllChallenges(ctx)
+	views, err := m.o.Records.AllChallenges(ctx)
 	if err != nil {
-		return storeError(err)
+		return m.answer(ctx, opChallengeQuery, err)
 	}
 	for _, v := range views {
 		if v.Challenge.Deleting {
@@ -105,176 +111,15 @@ func (m *Manager) QueryChallenges(ctx context.Context, send func(*api.Challenge)
 	return nil
 }
 
-// strategyOf maps the wire enum; an unknown number (possible in JSON) is a 400
-// instead of upstream's panic.
-func strategyOf(s api.UpdateStrategy) (iac.Strategy, error) {
-	switch s {
-	case api.UpdateInPlace:
-		return iac.UpdateInPlace, nil
-	case api.BlueGreen:
-		return iac.BlueGreen, nil
-	case api.Recreate:
-		return iac.Recreate, nil
-	}
-	return "", apierr.InvalidArgument("update_strategy", "UNKNOWN_STRATEGY",
-		fmt.Sprintf("Unknown update strategy %d: use update_in_place, blue_green or recreate.", s))
-}
-
-// UpdateChallenge applies a masked update (contract §4.4, §3.5).
-//
-// What the response waits for: the challenge record is updated under the
-// challenge writer lock; every instance that must change (new scenario digest
-// or new additional values) gets one event, handled in parallel by as many
-// instance-function instances as the platform gives; the response then waits,
-// lock-free, until every instance has converged or failed, up to UpdateWait.
-// All converged: 200 as upstream. Some failed: 500 (UNKNOWN) naming them, and
-// they keep their error in their record. Still running at the deadline: 504.
-// Sending the identical request again is how a client waits for (or retries)
-// an update: it re-sends events only for instances not yet converged, and is a
-// fast no-op once everything is (digests and additional values unchanged).
-func (m *Manager) UpdateChallenge(ctx context.Context, req *api.UpdateChallengeRequest) (*api.Challenge, error) {
-	if err := api.CheckUpdateMask(req.UpdateMask); err != nil {
-		return nil, err
-	}
-	if err := api.CheckPooler(req.MaskPaths(), req.Min, req.Max); err != nil {
-		return nil, err
-	}
-	strategy, err := strategyOf(req.Strategy())
-	if err != nil {
-		return nil, err
-	}
-	if err := api.ValidateID("id", req.ID); err != nil {
-		return nil, err
-	}
-	ctx = telemetry.WithChallenge(ctx, req.ID)
-	reqCtx := ctx
-
-	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: req.ID, ChallengeMode: lock.Write})
-	if err != nil {
-		return nil, storeError(err)
-	}
-	defer held.Release(ctx)
-	c, err := m.o.Store.GetChallenge(ctx, req.ID)
-	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
-		return nil, apierr.ChallengeNotFound(req.ID)
-	}
-	if err != nil {
-		return nil, storeError(err)
-	}
-
-	newRef := ""
-	if req.Masks("scenario") {
-		if req.Scenario != nil {
-			newRef = *req.Scenario
-		}
-		digest, err := m.o.Scenarios.Resolve(ctx, newRef)
-		if err != nil {
-			return nil, scenarioError(err, newRef, true)
-		}
-		if digest == c.Digest {
-			newRef = "" // same content: keep the stored reference (upstream)
-		}
-	}
-	if req.Masks("until") {
-		c.Until = req.Until
-	}
-	if req.Masks("timeout") {
-		c.Timeout = req.Timeout
-	}
-	changedAdditional := false
-	if req.Masks("additional") {
-		changedAdditional = !maps.Equal(c.Additional, req.Additional)
-		c.Additional = req.Additional
-	}
-	if req.Masks("min") {
-		c.Min = req.Min
-	}
-	if req.Masks("max") {
-		c.Max = req.Max
-	}
-	if newRef != "" {
-		sc, err := m.o.Scenarios.Register(ctx, newRef, c.Additional)
-		if err != nil {
-			return nil, scenarioError(err, newRef, true)
-		}
-		c.Scenario, c.Digest, c.Project = newRef, sc.Digest, sc.Program.Project
-	}
-	if newRef != "" || changedAdditional {
-		c.Generation++
-	}
-
-	claimed, pooled, err := m.o.Store.Instances(ctx, c.ID)
-	if err != nil {
-		return nil, storeError(err)
-	}
-	// Every claimed instance's until follows the challenge, from now
-	// (contract §4.4 step 8, §12.6), on every update.
-	now := m.now()
-	until := expiry.Until(now, c.Until, c.Timeout)
-	for _, in := range claimed {
-		in.Until = until
-	}
-	// A retry (the same PATCH again) forgets the failures recorded at this
-	// generation: the wait below must report this attempt's, not the last.
-	written := slices.Clone(claimed)
-	for _, in := range pooled {
-		if in.Generation < c.Generation && in.FailedGeneration >= c.Generation {
-			written = append(written, in)
-		}
-	}
-	for _, in := range written {
-		if in.Generation < c.Generation && in.FailedGeneration >= c.Generation {
-			in.FailedGeneration, in.LastError = 0, ""
-		}
-	}
-	if err := m.o.Store.UpdateChallenge(ctx, c, written, held.Fence()...); err != nil {
-		return nil, storeError(err)
-	}
-
-	// Pool: grow or shrink to the new bounds; no pool work once expired.
-	delta := pool.NewDelta(c.Min, c.Max, int64(len(claimed)), int64(len(pooled)))
-	if !expiry.Expired(now, c.Until) {
-		m.requestPoolFills(ctx, c.ID, delta.Create)
-	}
-	slices.SortFunc(pooled, func(a, b *store.Instance) int { return strings.Compare(a.Identity, b.Identity) })
-	shrink := pooled[:min(int(delta.Delete), len(pooled))]
-	var work []workItem
-	for _, in := range shrink {
-		work = append(work, deleteWork(c.ID, in.Identity, "pool-shrink"))
-	}
-	// Instances to bring to the challenge's generation: new changes, plus
-	// earlier ones that failed or are still pending (a re-sent PATCH retries).
-	var updating []*store.Instance
-	for _, in := range append(claimed, pooled[len(shrink):]...) {
-		if in.Generation < c.Generation {
-			updating = append(updating, in)
-			work = append(work, updateWork(c.ID, in.Identity, c.Digest, strategy, c.Generation))
-		}
-	}
-	// The instance work takes the challenge lock in reader mode: let go first.
-	if err := held.Release(ctx); err != nil {
-		m.log.WarnContext(ctx, "releasing challenge lock", "error", err)
-	}
-	m.dispatch(ctx, work)
-	// Waiting is the client's business: it ends when the client leaves.
-	if err := m.awaitConvergence(reqCtx, c.ID, shrink, updating); err != nil {
-		return nil, err
-	}
-	out, err := m.RetrieveChallenge(reqCtx, c.ID)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // DeleteChallenge destroys every instance of a challenge (claimed and pooled)
-// from its stored state, then forgets the challenge (contract §4.5, without
+// from its stored state, then forgets the challenge (docs/contract.md §4.5, without
 // upstream's bugs: stacks are destroyed with the project and identity they
 // were deployed with, and a record is only removed once its stack is gone).
 // The challenge is hidden at once (404 for every other call); destructions
 // are fanned out as events and awaited like updates. A failed or unfinished
 // deletion keeps what is left: sending the DELETE again resumes it.
-func (m *Manager) DeleteChallenge(ctx context.Context, id string) error {
+func (m *Manager) DeleteChallenge(ctx context.Context, id string) (err error) {
+	defer func() { err = m.answer(ctx, opChallengeDelete, err) }()
 	if err := api.ValidateID("id", id); err != nil {
 		return err
 	}
@@ -282,57 +127,70 @@ func (m *Manager) DeleteChallenge(ctx context.Context, id string) error {
 	reqCtx := ctx
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: id, ChallengeMode: lock.Write})
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 	defer held.Release(ctx)
-	c, err := m.o.Store.GetChallenge(ctx, id)
+	c, err := m.o.Records.GetChallenge(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return apierr.ChallengeNotFound(id)
 	}
 	if err != nil {
-		return storeError(err)
-	}
-	if !c.Deleting {
-		c.Deleting = true
-		if err := m.o.Store.UpdateChallenge(ctx, c, nil, held.Fence()...); err != nil {
-			return storeError(err)
-		}
-	}
-	claimed, pooled, err := m.o.Store.Instances(ctx, id)
-	if err != nil {
-		return storeError(err)
-	}
-	all := append(claimed, pooled...)
-	work := make([]workItem, 0, len(all))
-	for _, in := range all {
-		work = append(work, deleteWork(id, in.Identity, "challenge-delete"))
-	}
-	if err := held.Release(ctx); err != nil {
-		m.log.WarnContext(ctx, "releasing challenge lock", "error", err)
-	}
-	m.dispatch(ctx, work)
-	if err := m.awaitConvergence(reqCtx, id, all, nil); err != nil {
 		return err
 	}
-
-	ctx, held, err = m.acquire(reqCtx, lock.Chain{Challenge: id, ChallengeMode: lock.Write})
-	if err != nil {
-		return storeError(err)
+	// A new round, also when the DELETE is sent again: what failed at an
+	// earlier one is retried, not reported (awaitConvergence).
+	c.Deleting = true
+	c.Round++
+	if err := m.o.Records.Under(held).UpdateChallenge(ctx, c, nil); err != nil {
+		return err
 	}
-	defer held.Release(ctx)
-	if err := m.o.Store.DeleteChallenge(ctx, id, held.Fence()...); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // a concurrent DELETE finished first
+	// An update that was already running when the challenge was marked (its
+	// challenge lock released early) may still rename an instance
+	// (blue-green) after the listing: what is left is deleted in another round.
+	for attempt := 1; ; attempt++ {
+		claimed, pooled, err := m.o.Records.Instances(ctx, id)
+		if err != nil {
+			return err
 		}
-		return storeError(err)
+		all := append(claimed, pooled...)
+		work := make([]workItem, 0, len(all))
+		for _, in := range all {
+			work = append(work, deleteWork(id, in.Identity, events.ReasonChallengeDelete))
+		}
+		if err := held.Release(ctx); err != nil {
+			m.log.WarnContext(ctx, "releasing challenge lock", "error", err)
+		}
+		m.dispatch(ctx, work)
+		if err := m.awaitConvergence(reqCtx, id, c.Round, all, nil); err != nil {
+			return err
+		}
+
+		ctx, held, err = m.acquire(reqCtx, lock.Chain{Challenge: id, ChallengeMode: lock.Write})
+		if err != nil {
+			return err
+		}
+		defer held.Release(ctx)
+		err = m.o.Records.Under(held).DeleteChallenge(ctx, id)
+		switch {
+		case err == nil:
+			m.log.InfoContext(ctx, "challenge deleted", "instances", len(all), "rounds", attempt)
+			return nil
+		case errors.Is(err, store.ErrNotFound):
+			return nil // a concurrent DELETE finished first
+		case !errors.Is(err, store.ErrNotEmpty) || attempt == maxDeleteRounds:
+			return err
+		}
 	}
-	m.log.InfoContext(ctx, "challenge deleted", "instances", len(all))
-	return nil
 }
 
+// maxDeleteRounds bounds the listings of a challenge deletion: each one is
+// caused by an update that was running when the deletion began.
+const maxDeleteRounds = 4
+
 // awaitConvergence waits until every instance of gone is deleted and every
-// instance of updating reached the challenge's generation or failed at it.
-func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, gone, updating []*store.Instance) error {
+// instance of updating reached the challenge's generation, or failed at update
+// round round (or later).
+func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, round int64, gone, updating []*store.Instance) error {
 	if len(gone) == 0 && len(updating) == 0 {
 		return nil
 	}
@@ -342,9 +200,9 @@ func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, gone
 	defer cancel()
 	delay := 50 * time.Millisecond
 	for {
-		pending, failed, err := m.progress(ctx, challengeID, gone, updating)
+		pending, failed, err := m.progress(ctx, challengeID, round, gone, updating)
 		if err != nil && ctx.Err() == nil {
-			return storeError(err)
+			return err
 		}
 		if err == nil && pending == 0 {
 			if len(failed) > 0 {
@@ -365,8 +223,8 @@ func (m *Manager) awaitConvergence(ctx context.Context, challengeID string, gone
 	}
 }
 
-func (m *Manager) progress(ctx context.Context, challengeID string, gone, updating []*store.Instance) (pending int, failed []string, err error) {
-	c, err := m.o.Store.GetChallenge(ctx, challengeID)
+func (m *Manager) progress(ctx context.Context, challengeID string, round int64, gone, updating []*store.Instance) (pending int, failed []string, err error) {
+	c, err := m.o.Records.GetChallenge(ctx, challengeID)
 	if errors.Is(err, store.ErrNotFound) {
 		// A concurrent DELETE finished: its instances are all gone, and
 		// nothing is left to update.
@@ -375,7 +233,7 @@ func (m *Manager) progress(ctx context.Context, challengeID string, gone, updati
 	if err != nil {
 		return 0, nil, err
 	}
-	claimed, pooled, err := m.o.Store.Instances(ctx, challengeID)
+	claimed, pooled, err := m.o.Records.Instances(ctx, challengeID)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -389,8 +247,8 @@ func (m *Manager) progress(ctx context.Context, challengeID string, gone, updati
 	}
 	for _, in := range gone {
 		if cur, ok := byIdentity[in.Identity]; ok {
-			if cur.DeleteFailed {
-				failed = append(failed, describe(cur))
+			if cur.DeleteFailed && cur.FailedRound >= round {
+				failed = append(failed, m.describe(cur))
 				continue
 			}
 			pending++
@@ -405,8 +263,8 @@ func (m *Manager) progress(ctx context.Context, challengeID string, gone, updati
 		switch {
 		case cur == nil: // deleted meanwhile: nothing to wait for
 		case cur.Generation >= c.Generation:
-		case cur.FailedGeneration >= c.Generation:
-			failed = append(failed, describe(cur))
+		case cur.FailedGeneration >= c.Generation && cur.FailedRound >= round:
+			failed = append(failed, m.describe(cur))
 		default:
 			pending++
 		}
@@ -414,18 +272,10 @@ func (m *Manager) progress(ctx context.Context, challengeID string, gone, updati
 	return pending, failed, nil
 }
 
-func describe(in *store.Instance) string {
+func (m *Manager) describe(in *store.Instance) string {
 	who := "pooled instance " + in.Identity
 	if in.SourceID != "" {
 		who = "instance of source " + in.SourceID
 	}
-	return who + ": " + in.LastError
-}
-
-func (m *Manager) requestPoolFills(ctx context.Context, challengeID string, n int64) {
-	work := make([]workItem, 0, n)
-	for i := int64(0); i < n; i++ {
-		work = append(work, fillWork(challengeID))
-	}
-	m.dispatch(ctx, work)
+	return who + ": " + m.public(in.LastError)
 }

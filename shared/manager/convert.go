@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/challfn/challfn/shared/api"
+	"github.com/challfn/challfn/shared/expiry"
 	"github.com/challfn/challfn/shared/store"
 )
 
@@ -21,20 +22,20 @@ func toAPIChallenge(c *store.Challenge, claimed []*store.Instance) *api.Challeng
 		Instances:  make([]*api.Instance, 0, len(claimed)),
 	}
 	for _, in := range claimed {
-		out.Instances = append(out.Instances, toAPIInstance(in))
+		out.Instances = append(out.Instances, toAPIInstance(c, in))
 	}
 	return out
 }
 
-// toAPIInstance renders a claimed instance; its additional is the instance's
-// own map, never the merge with the challenge's (contract §4.15).
-func toAPIInstance(in *store.Instance) *api.Instance {
+// toAPIInstance renders a claimed instance of c; its additional is the
+// instance's own map, never the merge with the challenge's (docs/contract.md §4.15).
+func toAPIInstance(c *store.Challenge, in *store.Instance) *api.Instance {
 	return &api.Instance{
 		ChallengeID:    in.ChallengeID,
 		SourceID:       in.SourceID,
 		Since:          in.Since,
 		LastRenew:      in.LastRenew,
-		Until:          in.Until,
+		Until:          untilOf(c, in),
 		ConnectionInfo: in.ConnectionInfo,
 		Flags:          append([]string(nil), in.Flags...),
 		Additional:     maps.Clone(in.Additional),
@@ -42,7 +43,7 @@ func toAPIInstance(in *store.Instance) *api.Instance {
 }
 
 // merge is the configuration a scenario gets: the challenge's map overlaid by
-// the instance's (contract §4.15).
+// the instance's (docs/contract.md §4.15).
 func merge(challenge, instance map[string]string) map[string]string {
 	out := make(map[string]string, len(challenge)+len(instance))
 	maps.Copy(out, challenge)
@@ -50,4 +51,8 @@ func merge(challenge, instance map[string]string) map[string]string {
 	return out
 }
 
-func ptrTime(t time.Time) *time.Time { return &t }
+// untilOf is when a claimed instance of c expires (expiry.Instance). Derived,
+// never stored: a challenge update changes no instance record.
+func untilOf(c *store.Challenge, in *store.Instance) *time.Time {
+	return expiry.Instance(in.LastRenew, c.UpdatedAt, c.Until, c.Timeout)
+}

@@ -18,18 +18,79 @@ import (
 )
 
 // This file is the one place where errors of the lower layers (scenario,
-// engine, etcd) become errors of the contract (reference §2.2).
+// engine, etcd) become errors of the contract (docs/contract.md §2.2).
+//
+// The operations return errors as they arise: the contract's own refusals
+// (apierr) where a rule decides, records and etcd errors as shared/store and
+// the etcd client give them, scenario errors as shared/scenario classifies
+// them, and engine failures wrapped by failed, which says what failed.
+// answer, deferred by every exported operation, maps them and writes the
+// operation's log line.
+
+// failure is a failed engine operation; what names it for the client
+// ("Deployment of the instance").
+type failure struct {
+	what string
+	err  error
+}
+
+func (f *failure) Error() string { return f.what + ": " + f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+// failed wraps an engine error with what failed (nil stays nil).
+func failed(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &failure{what, err}
+}
+
+// op is an exported operation, as its answer needs it.
+type op struct {
+	name string // for the log line: "instance creation"
+	// validation: the operation registers a scenario (challenge create and
+	// update), so registry problems are the client's to fix (classified 400s).
+	validation bool
+}
+
+// answer maps err to the contract and logs it (report). Deferred by every
+// exported operation: `defer func() { err = m.answer(ctx, o, err) }()`.
+func (m *Manager) answer(ctx context.Context, o op, err error) error {
+	if err == nil {
+		return nil
+	}
+	out := m.contract(ctx, err, o.validation)
+	m.report(contextOf(ctx, err), o.name, out)
+	return out
+}
+
+// contract is err as the contract answers it.
+func (m *Manager) contract(ctx context.Context, err error, validation bool) error {
+	var ae *apierr.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	var se *scenario.Error
+	if errors.As(err, &se) {
+		return m.scenarioError(err, se.Ref, validation)
+	}
+	var f *failure
+	if errors.As(err, &f) {
+		return engineError(ctx, f.err, f.what, m.o.Debug)
+	}
+	return storeError(err)
+}
 
 // scenarioError maps a scenario failure for ref. On the validation path
 // (challenge create/update) registry problems are the client's to fix and get
 // the classified 400s; elsewhere they are the generic 500 "OCI interaction
 // failed." (upstream's classification happens only in validation).
-func scenarioError(err error, ref string, validation bool) error {
+func (m *Manager) scenarioError(err error, ref string, validation bool) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+	if (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && scenario.KindOf(err) != scenario.KindUnreachable {
+		return err // the caller's own deadline or cancellation
 	}
 	var se *scenario.Error
 	detail := err.Error()
@@ -39,6 +100,7 @@ func scenarioError(err error, ref string, validation bool) error {
 			detail = se.Err.Error()
 		}
 	}
+	detail = m.public(detail)
 	switch scenario.KindOf(err) {
 	case scenario.KindUnreachable:
 		if validation {
@@ -64,10 +126,19 @@ func scenarioError(err error, ref string, validation bool) error {
 	return apierr.OCIInteraction(ref).WithCause(err)
 }
 
+// public is engine or compiler text as a response body may carry it (see apierr.Public);
+// all of it with Debug.
+func (m *Manager) public(s string) string {
+	if m.o.Debug {
+		return s
+	}
+	return apierr.Public(s)
+}
+
 // engineError maps a failed Pulumi operation. Upstream returns the raw Pulumi
 // text (code 2, UNKNOWN); challfn keeps the code but says only what failed and
 // the trace to look at, unless debug is on: engine output can carry paths,
-// program logs and secrets (DESIGN decision 10).
+// program logs and secrets (docs/design.md, decision 10).
 func engineError(ctx context.Context, err error, what string, debug bool) error {
 	if err == nil {
 		return nil
@@ -123,3 +194,18 @@ func storeError(err error) error {
 	}
 	return err
 }
+
+// The exported operations.
+var (
+	opChallengeCreate   = op{"challenge creation", true}
+	opChallengeRetrieve = op{name: "challenge retrieval"}
+	opChallengeQuery    = op{name: "challenge query"}
+	opChallengeUpdate   = op{"challenge update", true}
+	opChallengeDelete   = op{name: "challenge deletion"}
+	opInstanceCreate    = op{name: "instance creation"}
+	opInstanceRetrieve  = op{name: "instance retrieval"}
+	opInstanceQuery     = op{name: "instance query"}
+	opInstanceRenew     = op{name: "instance renewal"}
+	opInstanceDelete    = op{name: "instance deletion"}
+	opJanitor           = op{name: "janitor run"}
+)

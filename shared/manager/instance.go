@@ -3,15 +3,12 @@ package manager
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/challfn/challfn/shared/api"
 	"github.com/challfn/challfn/shared/apierr"
-	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/expiry"
-	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/identity"
 	"github.com/challfn/challfn/shared/lock"
 	"github.com/challfn/challfn/shared/pool"
@@ -22,17 +19,17 @@ import (
 // liveChallenge loads a challenge that instance operations may use: a missing
 // or deleting one is CHALLENGE_NOT_FOUND.
 func (m *Manager) liveChallenge(ctx context.Context, id string) (*store.Challenge, error) {
-	c, err := m.o.Store.GetChallenge(ctx, id)
+	c, err := m.o.Records.GetChallenge(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
 		return nil, apierr.ChallengeNotFound(id)
 	}
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	return c, nil
 }
 
-// CreateInstance gives a source its instance of a challenge (contract §4.6):
+// CreateInstance gives a source its instance of a challenge (docs/contract.md §4.6):
 // from the pool when one is ready (one etcd transaction, no deployment unless
 // the request brings additional values), else a fresh deployment. Per-source
 // uniqueness is a single etcd transaction (a reservation bound to the
@@ -40,7 +37,8 @@ func (m *Manager) liveChallenge(ctx context.Context, id string) (*store.Challeng
 // others get 409. A failed deployment destroys what it created and leaves no
 // record; so does a crash (the reservation dies with the lease and the
 // janitor removes the stack).
-func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceRequest) (*api.Instance, error) {
+func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceRequest) (_ *api.Instance, err error) {
+	defer func() { err = m.answer(ctx, opInstanceCreate, err) }()
 	if err := api.ValidateID("challenge_id", req.ChallengeID); err != nil {
 		return nil, err
 	}
@@ -52,7 +50,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: cid, ChallengeMode: lock.Read})
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	defer held.Release(ctx)
 	c, err := m.liveChallenge(ctx, cid)
@@ -63,13 +61,15 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	if expiry.Expired(now, c.Until) {
 		return nil, apierr.ChallengeExpired(cid)
 	}
-	until := expiry.Until(now, c.Until, c.Timeout)
+	if err := m.o.Limits.CheckAdditional("additional", c.Additional, req.Additional); err != nil {
+		return nil, err
+	}
 
 	// Pool path.
 	cctx, claimSpan := telemetry.Start(ctx, "pool.claim")
-	claim, err := m.o.Store.ClaimPooled(cctx, cid, sid, func(in *store.Instance) {
-		in.LastRenew, in.Until, in.Additional = now, until, req.Additional
-	}, held.Fence()...)
+	claim, err := m.o.Records.Under(held).ClaimPooled(cctx, cid, sid, func(in *store.Instance) {
+		in.LastRenew, in.Additional = now, req.Additional
+	})
 	claimSpan.SetAttributes(attribute.Bool("pool.hit", err == nil))
 	if err == nil {
 		claimSpan.SetAttributes(attribute.String(telemetry.LogIdentity, claim.Instance.Identity))
@@ -79,153 +79,78 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	case errors.Is(err, store.ErrExists):
 		return nil, apierr.InstanceAlreadyExists(cid, sid)
 	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return nil, storeError(err)
+		return nil, err
 	case err == nil:
 		m.log.InfoContext(telemetry.WithIdentity(ctx, claim.Instance.Identity), "instance claimed from pool")
 		if pool.RefillAfterClaim(c.Min, c.Max, claim.PooledBefore, claim.Total) {
-			m.requestPoolFills(ctx, cid, 1)
+			m.requestPoolFill(ctx, cid)
 		}
 		if len(req.Additional) > 0 {
 			held.Release(ctx)
 			return m.redeployClaimed(ctx, c, claim.Instance)
 		}
-		return toAPIInstance(claim.Instance), nil
+		return toAPIInstance(c, claim.Instance), nil
 	}
 
 	// Fresh path.
 	id := identity.New()
 	ctx = telemetry.WithIdentity(ctx, id)
-	if err := m.o.Store.Reserve(ctx, cid, sid, id, held.Lease(), held.Fence()...); err != nil {
+	if err := m.o.Records.Under(held).Reserve(ctx, cid, sid, id); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, apierr.InstanceAlreadyExists(cid, sid)
 		}
-		return nil, storeError(err)
+		return nil, err
 	}
 	in, err := m.deploy(ctx, c, id, sid, req.Additional, held)
 	if err != nil {
-		_ = m.o.Store.Unreserve(context.WithoutCancel(ctx), cid, sid, id)
+		_ = m.o.Records.Unreserve(context.WithoutCancel(ctx), cid, sid, id)
 		return nil, err
 	}
 	m.log.InfoContext(ctx, "instance created")
-	return toAPIInstance(in), nil
-}
-
-// deploy creates the stack of a new instance and commits its record. It never
-// leaves a stack without a record: when the commit fails (e.g. the lock's
-// lease was lost meanwhile), the stack is destroyed again.
-func (m *Manager) deploy(ctx context.Context, c *store.Challenge, id, sourceID string, additional map[string]string, held *lock.Held) (*store.Instance, error) {
-	sc, err := m.o.Scenarios.Get(ctx, c.Digest)
-	if err != nil {
-		return nil, scenarioError(err, c.Scenario, false)
-	}
-	outs, err := m.engineCreate(ctx, deployOp(sourceID), sc.Program, id, merge(c.Additional, additional))
-	if err != nil {
-		return nil, engineError(ctx, err, "Deployment of the instance", m.o.Debug)
-	}
-	now := m.now()
-	in := &store.Instance{
-		ChallengeID:    c.ID,
-		Identity:       id,
-		SourceID:       sourceID,
-		Since:          now,
-		LastRenew:      now,
-		Until:          expiry.Until(now, c.Until, c.Timeout),
-		ConnectionInfo: outs.ConnectionInfo,
-		Flags:          outs.Flags,
-		Additional:     additional,
-		Digest:         c.Digest,
-		Project:        sc.Program.Project,
-		Generation:     c.Generation,
-	}
-	if err := m.o.Store.CommitInstance(ctx, in, held.Fence()...); err != nil {
-		if commitRefused(err) {
-			if derr := m.engineDestroy(context.WithoutCancel(ctx), opRollback, in.Project, id); derr != nil {
-				m.log.ErrorContext(ctx, "destroying an instance whose record could not be saved; the janitor will retry", "error", derr)
-			}
-		} else {
-			// etcd did not answer: the commit may still be applied. Destroying
-			// now could leave a record without stack; the janitor destroys the
-			// stack later if no record knows it.
-			m.log.WarnContext(ctx, "outcome of an instance commit unknown; stack kept for the janitor", "error", err)
-		}
-		return nil, storeError(fmt.Errorf("saving instance: %w", err))
-	}
-	return in, nil
-}
-
-// commitRefused tells a commit that etcd evaluated and refused (nothing
-// written) from one whose outcome is unknown (timeout, no leader).
-func commitRefused(err error) bool {
-	for _, e := range []error{store.ErrFenced, store.ErrNoReservation, store.ErrExists, store.ErrConflict, store.ErrInvalid, store.ErrNotFound} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
-// redeployClaimed re-runs `up` on a just-claimed pooled instance with the
-// request's additional values (contract §4.6). If that fails the instance is
-// destroyed and forgotten (upstream kept a broken claim, so every retry got
-// 409): the player can simply ask again.
-func (m *Manager) redeployClaimed(ctx context.Context, c *store.Challenge, in *store.Instance) (*api.Instance, error) {
-	ctx = telemetry.WithIdentity(ctx, in.Identity)
-	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: c.ID, ChallengeMode: lock.Read, Instance: in.Identity, InstanceMode: lock.Write})
-	if err != nil {
-		return nil, storeError(err)
-	}
-	defer held.Release(ctx)
-	sc, err := m.o.Scenarios.Get(ctx, in.Digest)
-	if err == nil {
-		var outs iac.Outputs
-		_, outs, err = m.engineUpdate(ctx, opUpdate, sc.Program, sc.Program, iac.UpdateInPlace, in.Identity, merge(c.Additional, in.Additional))
-		if err == nil {
-			in.ConnectionInfo, in.Flags = outs.ConnectionInfo, outs.Flags
-			if err = m.o.Store.PutInstance(ctx, in, held.Fence()...); err == nil {
-				return toAPIInstance(in), nil
-			}
-			err = storeError(err)
-		} else {
-			err = engineError(ctx, err, "Deployment of the instance", m.o.Debug)
-		}
-	} else {
-		err = scenarioError(err, c.Scenario, false)
-	}
-	if derr := m.destroy(ctx, opRollback, in, held); derr != nil {
-		m.log.ErrorContext(ctx, "destroying a claimed instance whose update failed", "error", derr)
-	}
-	return nil, err
+	return toAPIInstance(c, in), nil
 }
 
 // RetrieveInstance returns the instance of a source. Like upstream it answers
 // INSTANCE_NOT_FOUND even when the challenge does not exist, and does not
 // check expiry.
-func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID string) (*api.Instance, error) {
+func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID string) (_ *api.Instance, err error) {
+	defer func() { err = m.answer(ctx, opInstanceRetrieve, err) }()
 	if err := api.ValidateID("challenge_id", challengeID); err != nil {
 		return nil, err
 	}
 	if err := api.ValidateID("source_id", sourceID); err != nil {
 		return nil, err
 	}
-	in, err := m.o.Store.InstanceBySource(ctx, challengeID, sourceID)
+	ctx = telemetry.WithChallenge(ctx, challengeID)
+	c, in, err := m.o.Records.InstanceWithChallenge(ctx, challengeID, sourceID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, apierr.InstanceNotFound(challengeID, sourceID)
 	}
 	if err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
-	return toAPIInstance(in), nil
+	return toAPIInstance(c, in), nil
 }
 
 // QueryInstances streams the instances of a source across challenges, from
-// the by-source index (one etcd revision).
+// the by-source index and the challenges (one etcd revision).
 func (m *Manager) QueryInstances(ctx context.Context, sourceID string, send func(*api.Instance) error) error {
-	ins, err := m.o.Store.InstancesBySource(ctx, sourceID)
+	if sourceID == "" {
+		return nil // upstream's answer: nobody has an empty source id
+	}
+	if err := api.ValidateID("source_id", sourceID); err != nil {
+		return err
+	}
+	ins, cs, err := m.o.Records.SourceInstances(ctx, sourceID)
 	if err != nil {
-		return storeError(err)
+		return m.answer(ctx, opInstanceQuery, err)
 	}
 	for _, in := range ins {
-		if err := send(toAPIInstance(in)); err != nil {
+		c := cs[in.ChallengeID]
+		if c == nil {
+			continue // a challenge deleted in a transaction of its own: never here
+		}
+		if err := send(toAPIInstance(c, in)); err != nil {
 			return err
 		}
 	}
@@ -236,20 +161,20 @@ func (m *Manager) QueryInstances(ctx context.Context, sourceID string, send func
 // of a source, following it if a blue-green update changed its identity
 // between the lookup and the lock.
 // The returned context is the lock's work context (see acquire).
-func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID string) (context.Context, *store.Instance, *lock.Held, error) {
+func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID string) (context.Context, *store.Instance, Held, error) {
 	for attempt := 0; ; attempt++ {
-		in, err := m.o.Store.InstanceBySource(ctx, c.ID, sourceID)
+		in, err := m.o.Records.InstanceBySource(ctx, c.ID, sourceID)
 		if errors.Is(err, store.ErrNotFound) {
 			return ctx, nil, nil, apierr.InstanceNotFound(c.ID, sourceID)
 		}
 		if err != nil {
-			return ctx, nil, nil, storeError(err)
+			return ctx, nil, nil, err
 		}
 		work, held, err := m.acquire(ctx, lock.Chain{Challenge: c.ID, ChallengeMode: lock.Read, Instance: in.Identity, InstanceMode: lock.Write})
 		if err != nil {
-			return ctx, nil, nil, storeError(err)
+			return ctx, nil, nil, err
 		}
-		fresh, err := m.o.Store.InstanceBySource(work, c.ID, sourceID)
+		fresh, err := m.o.Records.InstanceBySource(work, c.ID, sourceID)
 		if err == nil && fresh.Identity == in.Identity {
 			return work, fresh, held, nil
 		}
@@ -258,7 +183,7 @@ func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID
 			return ctx, nil, nil, apierr.InstanceNotFound(c.ID, sourceID)
 		}
 		if err != nil {
-			return ctx, nil, nil, storeError(err)
+			return ctx, nil, nil, err
 		}
 		if attempt == 3 {
 			return ctx, nil, nil, apierr.Unavailable("The instance is being updated, try again.")
@@ -266,9 +191,10 @@ func (m *Manager) lockInstance(ctx context.Context, c *store.Challenge, sourceID
 	}
 }
 
-// RenewInstance pushes an instance's expiry (contract §4.9). The response has
+// RenewInstance pushes an instance's expiry (docs/contract.md §4.9). The response has
 // no additional values, as upstream.
-func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID string) (*api.Instance, error) {
+func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID string) (_ *api.Instance, err error) {
+	defer func() { err = m.answer(ctx, opInstanceRenew, err) }()
 	if err := api.ValidateID("challenge_id", challengeID); err != nil {
 		return nil, err
 	}
@@ -285,26 +211,26 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 		return nil, err
 	}
 	defer held.Release(ctx)
-	if c.Timeout == nil {
-		return nil, apierr.ChallengeNoRenewal(challengeID)
-	}
 	now := m.now()
-	if expiry.Expired(now, in.Until) {
-		return nil, apierr.InstanceExpired(challengeID, sourceID)
+	if err := checkRenew(c, in, now); err != nil {
+		return nil, err
 	}
-	in.LastRenew = now
-	in.Until = expiry.Until(now, c.Until, c.Timeout)
-	if err := m.o.Store.PutInstance(ctx, in, held.Fence()...); err != nil {
-		return nil, storeError(err)
+	in, err = m.o.Records.Under(held).ModifyInstance(ctx, c.ID, in.Identity, func(cur *store.Instance) error {
+		cur.LastRenew = now
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	out := toAPIInstance(in)
+	out := toAPIInstance(c, in)
 	out.Additional = nil
 	return out, nil
 }
 
-// DeleteInstance destroys the instance of a source and forgets it (contract
-// §4.10), then refills the pool if its rule says so.
-func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID string) error {
+// DeleteInstance destroys the instance of a source and forgets it
+// (docs/contract.md §4.10), then refills the pool if its rule says so.
+func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID string) (err error) {
+	defer func() { err = m.answer(ctx, opInstanceDelete, err) }()
 	if err := api.ValidateID("challenge_id", challengeID); err != nil {
 		return err
 	}
@@ -321,257 +247,20 @@ func (m *Manager) DeleteInstance(ctx context.Context, challengeID, sourceID stri
 		return err
 	}
 	defer held.Release(ctx)
-	counts, err := m.o.Store.PoolCounts(ctx, challengeID)
+	counts, err := m.o.Records.PoolCounts(ctx, challengeID)
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 	if err := held.ReleaseChallenge(ctx); err != nil {
 		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
 	}
 	ctx = telemetry.WithIdentity(ctx, in.Identity)
-	if err := m.destroy(ctx, opDelete, in, held); err != nil {
+	if err := m.destroy(ctx, opDelete, in, c.Round, held); err != nil {
 		return err
 	}
 	m.log.InfoContext(ctx, "instance deleted")
 	if pool.RefillAfterDelete(c.Min, c.Max, counts.Pooled, counts.Total) && !expiry.Expired(m.now(), c.Until) {
-		m.requestPoolFills(ctx, challengeID, 1)
-	}
-	return nil
-}
-
-// destroy destroys an instance's stack from its stored project and identity
-// (never from the challenge's current scenario, which may have changed) and
-// removes its record. On failure the record stays, marked, so the deletion
-// can be retried (by the client, the broker or the janitor).
-func (m *Manager) destroy(ctx context.Context, op string, in *store.Instance, held *lock.Held) error {
-	if err := m.engineDestroy(ctx, op, in.Project, in.Identity); err != nil {
-		in.DeleteFailed, in.LastError = true, errorSummary(err)
-		if perr := m.o.Store.PutInstance(context.WithoutCancel(ctx), in, held.Fence()...); perr != nil {
-			m.log.WarnContext(ctx, "recording a failed deletion", "error", perr)
-		}
-		return engineError(ctx, err, "Destruction of the instance", m.o.Debug)
-	}
-	if err := m.o.Store.DeleteInstance(context.WithoutCancel(ctx), in, held.Fence()...); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return storeError(err)
-	}
-	return nil
-}
-
-func errorSummary(err error) string {
-	var oe *iac.OpError
-	if errors.As(err, &oe) && oe.Summary != "" {
-		return oe.Summary
-	}
-	return err.Error()
-}
-
-// fillPool handles a pool-fill event: deploy pooled instances while the
-// challenge wants more. Decisions and reservations happen under the
-// challenge's pool lock, so concurrent or duplicate events never overshoot.
-// When a fill of the challenge is already running, the event steps aside:
-// the running fill goes on until the pool is full (claims and the janitor
-// send fills far more often than a deployment takes, and each used to wait
-// for the pool lock while holding a request slot).
-func (m *Manager) fillPool(ctx context.Context, d events.PoolFill) error {
-	ctx, span := telemetry.Start(ctx, "pool.fill")
-	defer span.End()
-	if busy, err := m.o.Locks.InstanceBusy(ctx, d.ChallengeID, poolLockName); err != nil || busy {
-		return storeError(err)
-	}
-	for range maxFillsPerEvent {
-		more, err := m.fillOne(ctx, d)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
-}
-
-// maxFillsPerEvent bounds the deployments one fill event makes (each one
-// re-checks the need; the bound only guards against a runaway loop).
-const maxFillsPerEvent = 100
-
-// fillOne deploys one pooled instance if the challenge wants one; more is
-// false when it did not need to.
-func (m *Manager) fillOne(ctx context.Context, d events.PoolFill) (more bool, err error) {
-	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: d.ChallengeID, ChallengeMode: lock.Read, Instance: poolLockName, InstanceMode: lock.Write})
-	if err != nil {
-		return false, err
-	}
-	defer held.Release(ctx)
-	c, err := m.o.Store.GetChallenge(ctx, d.ChallengeID)
-	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
-		return false, nil // gone: nothing to fill
-	}
-	if err != nil {
-		return false, err
-	}
-	if expiry.Expired(m.now(), c.Until) {
-		return false, nil
-	}
-	counts, err := m.o.Store.PoolCounts(ctx, c.ID)
-	if err != nil {
-		return false, err
-	}
-	// Reservations in flight count as pooled: they will be.
-	if pool.NewDelta(c.Min, c.Max, counts.Claimed, counts.Pooled+counts.Reserved).Create <= 0 {
-		return false, nil
-	}
-	id := identity.New()
-	ctx = telemetry.WithIdentity(ctx, id)
-	if err := m.o.Store.Reserve(ctx, c.ID, "", id, held.Lease(), held.Fence()...); err != nil {
-		return false, err
-	}
-	// The pool lock stays held during the deployment: fills of one challenge
-	// run one at a time (fills of different challenges run in parallel).
-	in, err := m.deploy(ctx, c, id, "", nil, held)
-	if err != nil {
-		_ = m.o.Store.Unreserve(context.WithoutCancel(ctx), c.ID, "", id)
-		return false, err
-	}
-	m.log.InfoContext(ctx, "instance added to pool", "connection_info_set", in.ConnectionInfo != "")
-	return true, nil
-}
-
-// poolLockName is the instance-level lock that serialises pool decisions of
-// a challenge (identities are hex, so it never collides with one).
-const poolLockName = "pool"
-
-// updateInstance handles an update event: bring one instance to the
-// challenge's current scenario and additional values with the event's
-// strategy. It is a no-op for an instance already at the challenge's
-// generation (duplicate or late event) or gone.
-func (m *Manager) updateInstance(ctx context.Context, d events.InstanceUpdate) error {
-	ctx, span := telemetry.Start(ctx, "instance.update")
-	defer span.End()
-	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: d.ChallengeID, ChallengeMode: lock.Read, Instance: d.Identity, InstanceMode: lock.Write})
-	if err != nil {
-		return err
-	}
-	defer held.Release(ctx)
-	c, err := m.o.Store.GetChallenge(ctx, d.ChallengeID)
-	if errors.Is(err, store.ErrNotFound) || err == nil && c.Deleting {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	in, err := m.o.Store.InstanceByIdentity(ctx, d.ChallengeID, d.Identity)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if in.Generation >= c.Generation {
-		return nil
-	}
-	if err := held.ReleaseChallenge(ctx); err != nil {
-		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
-	}
-	fail := func(err error) error {
-		in.FailedGeneration, in.LastError = c.Generation, errorSummary(err)
-		if perr := m.o.Store.PutInstance(context.WithoutCancel(ctx), in, held.Fence()...); perr != nil {
-			m.log.WarnContext(ctx, "recording a failed update", "error", perr)
-		}
-		m.log.ErrorContext(ctx, "instance update failed", "error", err)
-		return err
-	}
-	oldSc, err := m.o.Scenarios.Get(ctx, in.Digest)
-	if err != nil {
-		return fail(err)
-	}
-	newSc, err := m.o.Scenarios.Get(ctx, c.Digest)
-	if err != nil {
-		return fail(err)
-	}
-	strategy := iac.Strategy(d.Strategy)
-	newID, outs, err := m.engineUpdate(ctx, opUpdate, oldSc.Program, newSc.Program, strategy, in.Identity, merge(c.Additional, in.Additional))
-	if err != nil && !errors.Is(err, iac.ErrOldNotDestroyed) {
-		return permanentIfInvalid(fail(err))
-	}
-	oldErr := err
-	updated := *in
-	updated.Identity, updated.ConnectionInfo, updated.Flags = newID, outs.ConnectionInfo, outs.Flags
-	updated.Digest, updated.Project, updated.Generation = c.Digest, newSc.Program.Project, c.Generation
-	updated.FailedGeneration, updated.LastError = 0, ""
-	if err := m.o.Store.ReplaceInstance(ctx, in, &updated, held.Fence()...); err != nil {
-		if newID != in.Identity {
-			_ = m.engineDestroy(context.WithoutCancel(ctx), opRollback, newSc.Program.Project, newID)
-		}
-		return err
-	}
-	if oldErr != nil {
-		// The new blue-green side is live; the old stack leaked and is the
-		// janitor's to remove (a stack without record).
-		m.log.WarnContext(ctx, "old stack of a blue-green update not destroyed", "error", oldErr)
-	}
-	m.log.InfoContext(ctx, "instance updated", "strategy", d.Strategy, "new_identity", newID)
-	return nil
-}
-
-// deleteByIdentity handles a delete event (expiry, pool shrink, challenge
-// deletion). Deleting something already gone is success.
-func (m *Manager) deleteByIdentity(ctx context.Context, d events.InstanceDelete) error {
-	ctx, span := telemetry.Start(ctx, "instance.delete")
-	defer span.End()
-	if d.Reason == "expired" || d.Reason == "pool-shrink" {
-		// The janitor asks again at its next run if still needed: when
-		// the instance is being deleted (an earlier request of the same
-		// janitor work), renewed or updated right now, step aside rather
-		// than wait. Under load, waiting deletions piled up by the hundred
-		// and held the function's request slots.
-		if busy, err := m.o.Locks.InstanceBusy(ctx, d.ChallengeID, d.Identity); err != nil || busy {
-			return storeError(err)
-		}
-	}
-	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: d.ChallengeID, ChallengeMode: lock.Read, Instance: d.Identity, InstanceMode: lock.Write})
-	if err != nil {
-		return err
-	}
-	defer held.Release(ctx)
-	in, err := m.o.Store.InstanceByIdentity(ctx, d.ChallengeID, d.Identity)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if d.Reason == "expired" && !expiry.Expired(m.now(), in.Until) {
-		return nil // renewed since the janitor looked
-	}
-	if d.Reason == "pool-shrink" && !in.Pooled() {
-		return nil // claimed since the janitor looked
-	}
-	if in.Pooled() && !in.Draining {
-		// Claims take no instance lock (one transaction on the pool key):
-		// out of the pool first, so that no player is handed an instance
-		// being destroyed.
-		err := m.o.Store.Withdraw(ctx, in, held.Fence()...)
-		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
-			return nil // claimed (or deleted) meanwhile
-		}
-		if err != nil {
-			return storeError(err)
-		}
-	}
-	// An expired claimed instance frees room under max: the same refill
-	// rule as a player's deletion (counted before, under the challenge lock).
-	var refill bool
-	if d.Reason == "expired" {
-		c, cerr := m.o.Store.GetChallenge(ctx, d.ChallengeID)
-		counts, nerr := m.o.Store.PoolCounts(ctx, d.ChallengeID)
-		refill = cerr == nil && nerr == nil && !c.Deleting && !expiry.Expired(m.now(), c.Until) &&
-			pool.RefillAfterDelete(c.Min, c.Max, counts.Pooled, counts.Total)
-	}
-	if err := held.ReleaseChallenge(ctx); err != nil {
-		m.log.WarnContext(ctx, "releasing challenge lock early", "error", err)
-	}
-	if err := m.destroy(ctx, destroyOp(d.Reason), in, held); err != nil {
-		return err
-	}
-	if refill {
-		m.requestPoolFills(ctx, d.ChallengeID, 1)
+		m.requestPoolFill(ctx, challengeID)
 	}
 	return nil
 }

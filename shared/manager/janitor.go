@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/challfn/challfn/shared/events"
-	"github.com/challfn/challfn/shared/expiry"
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
-	"github.com/challfn/challfn/shared/pool"
+	"github.com/challfn/challfn/shared/store"
 	"github.com/challfn/challfn/shared/telemetry"
 )
 
@@ -33,13 +33,15 @@ type JanitorReport struct {
 	Skipped bool
 	// Expired instances whose deletion was requested.
 	Expired int
-	// PoolFills and PoolShrinks requested to bring pools to their bounds.
+	// PoolFills: challenges whose pool fill was requested (one event each);
+	// PoolShrinks: pooled instances whose deletion was requested.
 	PoolFills, PoolShrinks int
 	// Resumed deletions of deleting challenges, and the challenges finished.
 	Resumed, Finished int
-	// Orphans: stacks without record destroyed; Suspects: seen for the first
-	// time, destroyed at a later run if still unknown.
-	Orphans, Suspects int
+	// Orphans: stacks without record destroyed; Repaired: records without
+	// stack whose removal was requested; Suspects: either, seen for the first
+	// time, repaired at a later run if still so.
+	Orphans, Repaired, Suspects int
 	// StaleLocks: engine lock files of stacks that do not exist, deleted.
 	StaleLocks int
 	// Failures of individual steps (logged).
@@ -53,7 +55,7 @@ const janitorLock = "janitor"
 // stack being deployed right now is never taken for a leak.
 const DefaultOrphanGrace = 10 * time.Minute
 
-// Janitor runs one sweep (contract §5, redesigned for serverless): it asks for
+// Janitor runs one sweep (docs/contract.md §5, redesigned for serverless): it asks for
 // the deletion of every claimed instance whose until has passed (one event
 // each, found through the expiry index), brings every pool to its bounds,
 // resumes interrupted challenge deletions, and destroys stacks no record
@@ -63,6 +65,7 @@ const DefaultOrphanGrace = 10 * time.Minute
 func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace time.Duration) (rep JanitorReport, err error) {
 	ctx, span := telemetry.Start(ctx, "janitor.run")
 	defer span.End()
+	defer func() { err = m.answer(ctx, opJanitor, err) }()
 	defer func() {
 		telemetry.Metrics().RecordJanitorRun(ctx, telemetry.JanitorRun{Deleted: rep.Expired, Failures: rep.Failures, Err: err})
 	}()
@@ -72,7 +75,7 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 		return JanitorReport{Skipped: true}, nil
 	}
 	if err != nil {
-		return rep, storeError(err)
+		return rep, err
 	}
 	defer held.Release(ctx)
 	if orphanGrace <= 0 {
@@ -80,31 +83,20 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 	}
 	now := m.now()
 
-	// 1. Expiry, from the index: no scan of every record.
-	expired, err := m.o.Store.ExpiredInstances(ctx, now)
+	// 1. Every challenge with its instances, from one snapshot, and the
+	// spin-ups in flight: two etcd round trips whatever the number of
+	// challenges (reads per challenge made a no-op run over 10 000
+	// challenges take seconds).
+	views, err := m.o.Records.AllChallenges(ctx)
 	if err != nil {
-		return rep, storeError(err)
-	}
-	var work []workItem
-	for _, in := range expired {
-		work = append(work, deleteWork(in.ChallengeID, in.Identity, "expired"))
-	}
-	rep.Expired = len(expired)
-
-	// 2. Pools and interrupted deletions, from one snapshot of every
-	// challenge with its instances and one read of the spin-ups in flight:
-	// two etcd round trips whatever the number of challenges (reads per
-	// challenge made a no-op run over 10 000 challenges take seconds).
-	views, err := m.o.Store.AllChallenges(ctx)
-	if err != nil {
-		return rep, storeError(err)
+		return rep, err
 	}
 	// Read after the snapshot: a spin-up committed in between is counted
 	// neither pooled nor reserved, which costs at most a fill event that
 	// the fill handler finds unneeded; never a missing fill.
-	pending, err := m.o.Store.ListPending(ctx, "")
+	pending, err := m.o.Records.ListPending(ctx, "")
 	if err != nil {
-		return rep, storeError(err)
+		return rep, err
 	}
 	reserved := map[string]int64{}
 	for _, p := range pending {
@@ -112,56 +104,24 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 			reserved[p.ChallengeID]++
 		}
 	}
-	for _, v := range views {
-		c := v.Challenge
-		claimed, pooled := v.Claimed, v.Pooled
-		if c.Deleting {
-			if len(claimed)+len(pooled) == 0 {
-				if err := m.o.Store.DeleteChallenge(ctx, c.ID); err != nil {
-					rep.Failures++
-				} else {
-					rep.Finished++
-				}
-				continue
-			}
-			for _, in := range append(claimed, pooled...) {
-				work = append(work, deleteWork(c.ID, in.Identity, "challenge-delete"))
-			}
-			rep.Resumed++
-			continue
-		}
-		if expiry.Expired(now, c.Until) {
-			continue // no pool work for an expired challenge
-		}
-		// A withdrawn instance whose destruction failed is not in the pool
-		// any more: destroy it again, and do not count it as pooled.
-		live := pooled[:0:0]
-		for _, in := range pooled {
-			if in.Draining {
-				work = append(work, deleteWork(c.ID, in.Identity, "pool-shrink"))
-				rep.PoolShrinks++
-			} else {
-				live = append(live, in)
-			}
-		}
-		pooled = live
-		delta := pool.NewDelta(c.Min, c.Max, int64(len(claimed)), int64(len(pooled))+reserved[c.ID])
-		for i := int64(0); i < delta.Create; i++ {
-			work = append(work, fillWork(c.ID))
-		}
-		rep.PoolFills += int(delta.Create)
-		for i := 0; i < int(delta.Delete) && i < len(pooled); i++ {
-			work = append(work, deleteWork(c.ID, pooled[len(pooled)-1-i].Identity, "pool-shrink"))
-			rep.PoolShrinks++
+	plan := planJanitor(now, views, reserved)
+	rep = plan.rep
+	for _, id := range plan.finish {
+		if err := m.o.Records.Under(nil).DeleteChallenge(ctx, id); err != nil {
+			rep.Failures++
+			m.log.ErrorContext(telemetry.WithChallenge(ctx, id), "finishing a challenge deletion failed", "error", err)
+		} else {
+			rep.Finished++
 		}
 	}
-	m.dispatchJanitor(ctx, work)
+	work := plan.work
+	m.dispatch(ctx, work)
 
-	// 3. Stacks without records.
+	// 3. Stacks without records, records without stacks.
 	if stacks != nil {
-		if err := m.repairOrphans(ctx, stacks, now, orphanGrace, &rep); err != nil {
+		if err := m.repairOrphans(ctx, stacks, views, now, orphanGrace, &rep); err != nil {
 			rep.Failures++
-			m.log.WarnContext(ctx, "orphan repair", "error", err)
+			m.log.ErrorContext(ctx, "orphan repair failed", "error", err)
 		}
 	}
 	m.log.InfoContext(ctx, "janitor run", "expired", rep.Expired, "pool_fills", rep.PoolFills,
@@ -169,43 +129,33 @@ func (m *Manager) Janitor(ctx context.Context, stacks StackLister, orphanGrace t
 	return rep, nil
 }
 
-// dispatchJanitor sends the janitor's work; without an event sink it runs it
-// here, pool fills included (the janitor has no client waiting).
-func (m *Manager) dispatchJanitor(ctx context.Context, work []workItem) {
-	if m.o.Events != nil {
-		m.dispatch(ctx, work)
-		return
-	}
-	var fills []workItem
-	rest := work[:0:0]
-	for _, w := range work {
-		if w.typ == events.TypePoolFill {
-			fills = append(fills, w)
-		} else {
-			rest = append(rest, w)
-		}
-	}
-	m.dispatch(ctx, rest)
-	for _, f := range fills {
-		if err := m.fillPool(ctx, f.data.(events.PoolFill)); err != nil {
-			m.log.WarnContext(ctx, "pool fill", "error", err)
-		}
-	}
-}
+// orphanSuspects are the leaks seen at earlier runs, by first sighting:
+// "<project>/<identity>" for a stack no record knows, "record/<challenge>/<identity>"
+// for a record whose stack is not in the backend.
+type orphanSuspects map[string]time.Time
 
-type orphanSuspects map[string]time.Time // "<project>/<identity>" → first seen
-
-func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now time.Time, grace time.Duration, rep *JanitorReport) error {
+// repairOrphans restores "a record exists exactly when its stack exists" for
+// what the operations could not: stacks no record knows (a create killed
+// between its `up` and its commit) are destroyed; records whose stack is gone
+// (a destroy whose record removal was refused, its lock lost) are removed.
+// Either must stay so for grace, across two runs, before it is repaired: a
+// stack being created has no record yet, and a recreate has no stack for a
+// moment.
+func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, views []*store.Snapshot, now time.Time, grace time.Duration, rep *JanitorReport) error {
 	refs, err := stacks.ListStacks(ctx)
 	if err != nil {
 		return err
 	}
-	known, err := m.o.Store.Identities(ctx)
+	deployed := make(map[string]bool, len(refs))
+	for _, ref := range refs {
+		deployed[ref.Identity] = true
+	}
+	known, err := m.o.Records.Identities(ctx)
 	if err != nil {
 		return err
 	}
 	prev := orphanSuspects{}
-	if b, err := m.o.Store.GetMeta(ctx, "orphan-suspects"); err != nil {
+	if b, err := m.o.Records.GetMeta(ctx, "orphan-suspects"); err != nil {
 		return err
 	} else if b != nil {
 		_ = json.Unmarshal(b, &prev)
@@ -229,22 +179,46 @@ func (m *Manager) repairOrphans(ctx context.Context, stacks StackLister, now tim
 		if err := m.destroyOrphan(ctx, ref); err != nil {
 			rep.Failures++
 			next[key] = first
-			m.log.WarnContext(ctx, "destroying an orphan stack", "project", ref.Project, "identity", ref.Identity, "error", err)
+			m.log.ErrorContext(telemetry.WithIdentity(ctx, ref.Identity), "destroying an orphan stack failed", "project", ref.Project, "identity", ref.Identity, "error", err)
 			continue
 		}
 		rep.Orphans++
 		m.log.InfoContext(ctx, "orphan stack destroyed", "project", ref.Project, "identity", ref.Identity)
 	}
+	var repairs []workItem
+	for _, v := range views {
+		for _, in := range append(slices.Clone(v.Claimed), v.Pooled...) {
+			if deployed[in.Identity] {
+				continue
+			}
+			key := "record/" + in.ChallengeID + "/" + in.Identity
+			first, seen := prev[key]
+			switch {
+			case !seen:
+				next[key] = now
+				rep.Suspects++
+			case now.Sub(first) < grace:
+				next[key] = first
+			default:
+				// Removed under the instance's lock, unless someone is at
+				// work on it (then it is seen again at the next run).
+				repairs = append(repairs, deleteWork(in.ChallengeID, in.Identity, events.ReasonRepair))
+				rep.Repaired++
+				next[key] = first
+			}
+		}
+	}
+	m.dispatch(ctx, repairs)
 	if sw, ok := stacks.(LockSweeper); ok {
 		n, err := sw.SweepLocks(ctx, refs)
 		rep.StaleLocks += n
 		if err != nil {
 			rep.Failures++
-			m.log.WarnContext(ctx, "sweeping stale engine locks", "error", err)
+			m.log.ErrorContext(ctx, "sweeping stale engine locks failed", "error", err)
 		}
 	}
 	b, _ := json.Marshal(next)
-	return m.o.Store.PutMeta(ctx, "orphan-suspects", b)
+	return m.o.Records.PutMeta(ctx, "orphan-suspects", b)
 }
 
 // destroyOrphan destroys a stack no record knows, in a span of its own.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/challfn/challfn/shared/events"
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/telemetry"
 )
@@ -17,7 +18,7 @@ const (
 	opDelete   = "delete"   // a deletion asked for (API, challenge deletion)
 	opExpire   = "expire"   // an expired instance destroyed
 	opRollback = "rollback" // an instance destroyed because its creation or claim failed
-	opOrphan   = "orphan"   // a stack no record knows, destroyed by the janitor
+	opOrphan   = "orphan"   // a stack no record knows destroyed, or a record without stack removed, by the janitor
 )
 
 // deployOp is the op of deploying an instance for sourceID ("" = the pool).
@@ -29,12 +30,14 @@ func deployOp(sourceID string) string {
 }
 
 // destroyOp is the op of a deletion event's reason.
-func destroyOp(reason string) string {
+func destroyOp(reason events.DeleteReason) string {
 	switch reason {
-	case "expired":
+	case events.ReasonExpired:
 		return opExpire
-	case "pool-shrink":
+	case events.ReasonPoolShrink:
 		return opPool
+	case events.ReasonRepair:
+		return opOrphan
 	}
 	return opDelete
 }
@@ -43,6 +46,7 @@ func (m *Manager) engineCreate(ctx context.Context, op string, p iac.Program, id
 	start := time.Now()
 	outs, err := m.o.Engine.Create(ctx, p, identity, additional)
 	telemetry.Metrics().RecordDeploy(ctx, op, "", time.Since(start), err)
+	m.noteIgnored(ctx, outs)
 	return outs, err
 }
 
@@ -50,6 +54,7 @@ func (m *Manager) engineUpdate(ctx context.Context, op string, old, new iac.Prog
 	start := time.Now()
 	id, outs, err := m.o.Engine.Update(ctx, old, new, s, identity, additional)
 	telemetry.Metrics().RecordDeploy(ctx, op, string(s), time.Since(start), err)
+	m.noteIgnored(ctx, outs)
 	return id, outs, err
 }
 
@@ -58,4 +63,12 @@ func (m *Manager) engineDestroy(ctx context.Context, op, project, identity strin
 	err := m.o.Engine.DestroyStack(ctx, project, identity)
 	telemetry.Metrics().RecordDestroy(ctx, op, time.Since(start), err)
 	return err
+}
+
+// noteIgnored tells the operator about outputs that deployed but were ignored (see
+// iac.ParseOutputs): what the ChallMaker meant is likely not what the players get.
+func (m *Manager) noteIgnored(ctx context.Context, outs iac.Outputs) {
+	if len(outs.Ignored) > 0 {
+		m.log.WarnContext(ctx, "scenario outputs ignored", "outputs", outs.Ignored)
+	}
 }

@@ -2,15 +2,8 @@ package manager
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"sync"
-
-	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/challfn/challfn/shared/events"
-	"github.com/challfn/challfn/shared/iac"
-	"github.com/challfn/challfn/shared/telemetry"
 )
 
 // workItem is one unit of asynchronous instance work, as an event.
@@ -23,53 +16,18 @@ func fillWork(challengeID string) workItem {
 	return workItem{events.TypePoolFill, events.PoolFill{ChallengeID: challengeID}}
 }
 
-func updateWork(challengeID, identity, digest string, s iac.Strategy, generation int64) workItem {
-	return workItem{events.TypeInstanceUpdate, events.InstanceUpdate{
-		ChallengeID: challengeID, Identity: identity, Digest: digest, Strategy: string(s), Generation: generation,
-	}}
+func updateWork(challengeID, identity string) workItem {
+	return workItem{events.TypeInstanceUpdate, events.InstanceUpdate{ChallengeID: challengeID, Identity: identity}}
 }
 
-func deleteWork(challengeID, identity, reason string) workItem {
+func deleteWork(challengeID, identity string, reason events.DeleteReason) workItem {
 	return workItem{events.TypeInstanceDelete, events.InstanceDelete{ChallengeID: challengeID, Identity: identity, Reason: reason}}
 }
 
-// inlineParallelism bounds the work run inside a request when no event sink is
-// configured.
-const inlineParallelism = 8
-
-// dispatch hands work to the event sink, one event per item. Without a sink
-// (a single-process setup) updates and deletions run here, in parallel, and
-// dispatch returns when they are done — the request that caused them waits, as
-// upstream does; pool fills are then left to the janitor, because a response
-// must never wait for the pool.
+// dispatch hands work to the event sink, one event per item: the one path of
+// asynchronous work, whatever the sink (a broker, Pub/Sub, or the process's
+// own queue in the local run).
 func (m *Manager) dispatch(ctx context.Context, work []workItem) {
-	if len(work) == 0 {
-		return
-	}
-	if m.o.Events == nil {
-		sem := make(chan struct{}, inlineParallelism)
-		var wg sync.WaitGroup
-		for _, w := range work {
-			if w.typ == events.TypePoolFill {
-				continue
-			}
-			e, err := events.New(ctx, m.o.Source, w.typ, w.data)
-			if err != nil {
-				m.log.ErrorContext(ctx, "building event", "type", w.typ, "error", err)
-				continue
-			}
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				if err := m.HandleEvent(context.WithoutCancel(ctx), e); err != nil {
-					m.log.WarnContext(ctx, "inline work failed", "type", w.typ, "error", err)
-				}
-			}()
-		}
-		wg.Wait()
-		return
-	}
 	for _, w := range work {
 		e, err := events.New(ctx, m.o.Source, w.typ, w.data)
 		if err == nil {
@@ -84,48 +42,11 @@ func (m *Manager) dispatch(ctx context.Context, work []workItem) {
 	}
 }
 
-// HandleEvent runs one unit of asynchronous work. The error it returns says
-// whether to retry: events.Permanent for events that can never succeed,
-// anything else for transient failures (see events.Result).
-func (m *Manager) HandleEvent(ctx context.Context, e cloudevents.Event) error {
-	e, err := events.Unwrap(e)
-	if err != nil {
-		return err
-	}
-	switch e.Type() {
-	case events.TypePoolFill:
-		var d events.PoolFill
-		if err := events.Decode(e, &d); err != nil {
-			return err
-		}
-		return m.fillPool(telemetry.WithChallenge(ctx, d.ChallengeID), d)
-	case events.TypeInstanceUpdate:
-		var d events.InstanceUpdate
-		if err := events.Decode(e, &d); err != nil {
-			return err
-		}
-		ctx = telemetry.WithIdentity(telemetry.WithChallenge(ctx, d.ChallengeID), d.Identity)
-		return m.updateInstance(ctx, d)
-	case events.TypeInstanceDelete:
-		var d events.InstanceDelete
-		if err := events.Decode(e, &d); err != nil {
-			return err
-		}
-		ctx = telemetry.WithIdentity(telemetry.WithChallenge(ctx, d.ChallengeID), d.Identity)
-		return m.deleteByIdentity(ctx, d)
-	}
-	return events.Permanent(fmt.Errorf("unknown event type %q", e.Type()))
-}
-
-// permanentIfInvalid turns the errors a redelivery should not retry into
-// permanent ones: an unknown strategy, and a failed engine operation, which is
-// already recorded on the instance (FailedGeneration, LastError) — re-running
-// a failing `pulumi up` six times helps nobody; the client retries by sending
-// its PATCH again. Store and etcd errors stay transient.
-func permanentIfInvalid(err error) error {
-	var oe *iac.OpError
-	if errors.Is(err, iac.ErrUnknownStrategy) || errors.As(err, &oe) {
-		return events.Permanent(err)
-	}
-	return err
+// requestPoolFill asks for the pool of a challenge to be filled. One event, however
+// many instances are missing: fills of one challenge run one at a time (the pool
+// lock), and the fill that runs goes on until the pool is full (fillPool), so more
+// events would only step aside. The work sent is thus bounded by what can run, never
+// by min.
+func (m *Manager) requestPoolFill(ctx context.Context, challengeID string) {
+	m.dispatch(ctx, []workItem{fillWork(challengeID)})
 }

@@ -1,4 +1,4 @@
-// Package pool holds the sizing rules of the instance pool (contract §4.11):
+// Package pool holds the sizing rules of the instance pool (docs/contract.md §4.11):
 // how many pre-deployed instances a challenge keeps ready for players.
 //
 // min is the number of pooled (unclaimed) instances wanted; max, when not 0,

@@ -2,7 +2,7 @@ package pool
 
 import "testing"
 
-// The cases of upstream's Test_U_Delta (contract §11.1).
+// The cases of upstream's Test_U_Delta (docs/contract.md §11.1).
 func TestNewDelta(t *testing.T) {
 	for _, tc := range []struct {
 		name                      string

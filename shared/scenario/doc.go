@@ -1,6 +1,6 @@
 // Package scenario fetches, verifies, prepares and caches challenge scenarios.
 //
-// A scenario is upstream's artifact (contract §8.1): an OCI image manifest of
+// A scenario is upstream's artifact (docs/contract.md §8.1): an OCI image manifest of
 // artifact type application/vnd.ctfer-io.scenario whose layers are the files
 // of a Pulumi Go project, each titled by its relative path. Push writes one;
 // Manager turns a reference into a program the iac engine can run.
@@ -29,7 +29,7 @@
 // (work in a temporary folder, then an atomic rename) or a store (objects
 // appear whole, and any two writers of a key write the same content).
 //
-// # Safety (design decision 10)
+// # Safety (docs/design.md, decision 10)
 //
 // A scenario is code run with the function's rights, so the loader trusts
 // nothing in the artifact: registries can be restricted to an allow-list,

@@ -15,7 +15,7 @@ import (
 )
 
 // Kind says what went wrong, in the terms the contract needs. The manager
-// layer maps kinds to the contract's errors (chall-manager-api.md §2.2):
+// layer maps kinds to the contract's errors (docs/contract.md §2.2):
 //
 //	KindUnreachable   validation path (create/update): 400 FAILED_PRECONDITION
 //	                  "Registry is not available..." (OCI_INTERACTION, domain .../OCI);
@@ -132,7 +132,10 @@ func classify(ref string, err error) error {
 		return err
 	}
 	var resp *errcode.ErrorResponse
+	var noAnswer errNoAnswer
 	switch {
+	case errors.As(err, &noAnswer):
+		return newErr(KindUnreachable, ref, noAnswer.Error(), err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return newErr(KindOCI, ref, "", err)
 	case errors.Is(err, auth.ErrBasicCredentialNotFound):

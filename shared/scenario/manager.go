@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -26,11 +27,12 @@ import (
 	"gocloud.dev/gcerrors"
 	"oras.land/oras-go/v2/registry/remote"
 
+	"github.com/challfn/challfn/shared/bucketurl"
 	"github.com/challfn/challfn/shared/iac"
 )
 
 // Previewer runs a `pulumi preview` of a program under a throw-away identity
-// with the challenge's additional configuration (contract §8.4); the iac
+// with the challenge's additional configuration (docs/contract.md §8.4); the iac
 // engine implements it and cleans up after itself.
 type Previewer interface {
 	Preview(ctx context.Context, p iac.Program, additional map[string]string) error
@@ -130,6 +132,14 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 // Close releases the store.
 func (m *Manager) Close() error { return m.bucket.Close() }
 
+// Deadlines of the scenario store (a bucket) and of compiles: a registration
+// or a cold Get never hangs on them. A compile of a Pulumi program from cold
+// caches takes minutes; both stay under the functions' 600 s request timeout.
+const (
+	StoreTimeout   = 2 * time.Minute
+	CompileTimeout = 8 * time.Minute
+)
+
 // Resolve returns the sha256 digest ("sha256:<hex>") ref points to now. It
 // is never cached: a moving tag must be seen moving (hot updates compare
 // digests).
@@ -226,7 +236,9 @@ func (m *Manager) prepare(ctx context.Context, ref string, repo *remote.Reposito
 		return p, nil
 	}
 	key := storeKey(desc.Digest)
-	inStore, err := m.bucket.Exists(ctx, key)
+	ectx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	inStore, err := m.bucket.Exists(ectx, key)
+	cancel()
 	if err != nil {
 		return iac.Program{}, newErr(KindStore, ref, "scenario store", err)
 	}
@@ -267,7 +279,7 @@ func (m *Manager) pullSpan(ctx context.Context, ref string, repo *remote.Reposit
 	return record(span, pull(ctx, ref, repo, desc, dir, m.cfg.MaxBytes))
 }
 
-// preprocess validates the project (§8.3) and compiles it when it ships no binary.
+// preprocess validates the project (docs/contract.md §8.3) and compiles it when it ships no binary.
 func (m *Manager) preprocess(ctx context.Context, ref, dir string) (string, error) {
 	p, err := readProject(dir)
 	if err != nil {
@@ -297,7 +309,7 @@ func (m *Manager) preprocess(ctx context.Context, ref, dir string) (string, erro
 func (m *Manager) upload(ctx context.Context, ref string, d digest.Digest, dir, project string) (err error) {
 	ctx, span := m.tracer.Start(ctx, "scenario.store.upload")
 	defer span.End()
-	wctx, cancel := context.WithCancel(ctx)
+	wctx, cancel := context.WithTimeout(ctx, StoreTimeout)
 	defer cancel()
 	w, err := m.bucket.NewWriter(wctx, storeKey(d), &blob.WriterOptions{
 		ContentType: "application/gzip",
@@ -322,6 +334,8 @@ func (m *Manager) upload(ctx context.Context, ref string, d digest.Digest, dir, 
 func (m *Manager) download(ctx context.Context, ref string, d digest.Digest) (iac.Program, error) {
 	ctx, span := m.tracer.Start(ctx, "scenario.store.download")
 	defer span.End()
+	ctx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	defer cancel()
 	r, err := m.bucket.NewReader(ctx, storeKey(d), nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return iac.Program{}, record(span, newErr(KindNotPrepared, ref, "digest "+d.String()+" was never registered on this store", err))
@@ -416,12 +430,7 @@ func prepareFileStore(raw string) (string, error) {
 	if err := os.MkdirAll(filepath.FromSlash(u.Path), 0o755); err != nil {
 		return "", err
 	}
-	q := u.Query()
-	if q.Get("no_tmp_dir") == "" {
-		q.Set("no_tmp_dir", "true")
-		u.RawQuery = q.Encode()
-	}
-	return u.String(), nil
+	return bucketurl.Normalize(raw)
 }
 
 func storeKey(d digest.Digest) string {

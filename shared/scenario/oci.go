@@ -2,9 +2,13 @@ package scenario
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -15,7 +19,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
-// Media types of the scenario artifact format (contract §8.1, upstream's).
+// Media types of the scenario artifact format (docs/contract.md §8.1, upstream's).
 const (
 	ArtifactType  = "application/vnd.ctfer-io.scenario"
 	FileMediaType = "application/vnd.ctfer-io.file"
@@ -43,12 +47,71 @@ type remoteClient struct {
 	cache auth.Cache
 }
 
+// Deadlines of registry calls. A registry that accepts connections and never
+// answers must fail a registration in bounded time, not hold the challenge's
+// writer lock for ever: connecting, the response headers and every read of a
+// body each have their own bound, and a resolution or a manifest fetch,
+// retries included, has RegistryTimeout in all. A large layer may take longer
+// than that, as long as bytes keep coming.
+const (
+	registryDialTimeout   = 10 * time.Second
+	registryHeaderTimeout = 10 * time.Second
+	registryIdleRead      = 10 * time.Second
+	// RegistryTimeout bounds one resolution or manifest fetch (retries included).
+	RegistryTimeout = 20 * time.Second
+)
+
 func newRemoteClient(opts RegistryOptions) *remoteClient {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: registryDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = registryDialTimeout
+	t.ResponseHeaderTimeout = registryHeaderTimeout
 	return &remoteClient{
 		opts:  opts,
-		http:  &http.Client{Transport: retry.NewTransport(otelhttp.NewTransport(http.DefaultTransport))},
+		http:  &http.Client{Transport: retry.NewTransport(otelhttp.NewTransport(idleReads{t, registryIdleRead}))},
 		cache: auth.NewCache(),
 	}
+}
+
+// idleReads fails a response body read that gets no byte for idle: the body
+// is closed under the blocked read, which then returns an error.
+type idleReads struct {
+	next http.RoundTripper
+	idle time.Duration
+}
+
+func (t idleReads) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if err == nil && resp.Body != nil {
+		resp.Body = &idleBody{ReadCloser: resp.Body, idle: t.idle}
+	}
+	return resp, err
+}
+
+type idleBody struct {
+	io.ReadCloser
+	idle  time.Duration
+	timer *time.Timer
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if b.timer == nil {
+		b.timer = time.AfterFunc(b.idle, func() { b.ReadCloser.Close() })
+	} else {
+		b.timer.Reset(b.idle)
+	}
+	n, err := b.ReadCloser.Read(p)
+	if !b.timer.Stop() && err != nil {
+		err = fmt.Errorf("registry sent nothing for %s: %w", b.idle, err)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	return b.ReadCloser.Close()
 }
 
 // parsedRef is a reference ready to be resolved: Target is the digest when
@@ -59,7 +122,7 @@ type parsedRef struct {
 	Target string
 }
 
-// parseRef applies the contract's parsing rules (§8.2): ORAS syntax, a
+// parseRef applies the contract's parsing rules (docs/contract.md §8.2): ORAS syntax, a
 // missing tag means "latest", a digest must be sha256 and takes precedence.
 func parseRef(raw string) (parsedRef, error) {
 	r, err := registry.ParseReference(raw)
@@ -124,9 +187,11 @@ func (c *remoteClient) resolve(ctx context.Context, raw string) (parsedRef, *rem
 		return p, nil, ocispec.Descriptor{}, err
 	}
 	repo := c.repository(p)
-	desc, err := repo.Resolve(ctx, p.Target)
+	rctx, cancel := context.WithTimeout(ctx, RegistryTimeout)
+	defer cancel()
+	desc, err := repo.Resolve(rctx, p.Target)
 	if err != nil {
-		return p, nil, ocispec.Descriptor{}, classify(raw, fmt.Errorf("resolve %s: %w", p.Target, err))
+		return p, nil, ocispec.Descriptor{}, classify(raw, timedOut(ctx, rctx, fmt.Errorf("resolve %s: %w", p.Target, err)))
 	}
 	if desc.Digest.Algorithm() != digest.SHA256 {
 		return p, nil, ocispec.Descriptor{}, newErr(KindOCI, raw, fmt.Sprintf("registry returned a %q digest, want sha256", desc.Digest.Algorithm()), nil)
@@ -135,4 +200,24 @@ func (c *remoteClient) resolve(ctx context.Context, raw string) (parsedRef, *rem
 		return p, nil, ocispec.Descriptor{}, newErr(KindOCI, raw, "registry returned an invalid digest", err)
 	}
 	return p, repo, desc, nil
+}
+
+// errNoAnswer is a registry call cut by RegistryTimeout: the registry is
+// unreachable for what the client can tell (classify).
+type errNoAnswer struct{ err error }
+
+func (e errNoAnswer) Error() string {
+	return fmt.Sprintf("the registry did not answer within %s: %v", RegistryTimeout, e.err)
+}
+func (e errNoAnswer) Unwrap() error { return e.err }
+func (errNoAnswer) Timeout() bool   { return true }
+func (errNoAnswer) Temporary() bool { return true }
+
+// timedOut marks err as errNoAnswer when call's own deadline ended it while
+// the caller's parent context was still live.
+func timedOut(parent, call context.Context, err error) error {
+	if err != nil && parent.Err() == nil && errors.Is(call.Err(), context.DeadlineExceeded) {
+		return errNoAnswer{err}
+	}
+	return err
 }

@@ -25,7 +25,7 @@ type project struct {
 	doc    *yaml.Node
 }
 
-// readProject finds and checks the project file of dir (contract §8.3). The
+// readProject finds and checks the project file of dir (docs/contract.md §8.3). The
 // returned error is a plain message: the caller decides its Kind.
 func readProject(dir string) (*project, error) {
 	var p project
@@ -130,6 +130,8 @@ func checkBinary(dir, binary string) error {
 // compile builds the Go program of dir into dir/main. On failure the error
 // text carries the compiler output.
 func compile(ctx context.Context, goBin, dir string) error {
+	ctx, cancel := context.WithTimeout(ctx, CompileTimeout)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-o", "main", ".")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

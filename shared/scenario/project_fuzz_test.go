@@ -13,7 +13,7 @@ import (
 	"github.com/challfn/challfn/shared/iac"
 )
 
-// Seeds: the project files of the contract (§8.3) and of scenarios/.
+// Seeds: the project files of the contract (docs/contract.md §8.3) and of scenarios/.
 var projectSeeds = []string{
 	"name: outputs\nruntime: go\ndescription: challfn test scenario\n",
 	"name: my-challenge\nruntime:\n  name: go\n  options:\n    binary: ./main\n",
@@ -84,7 +84,7 @@ func FuzzProjectFile(f *testing.F) {
 	})
 }
 
-// FuzzCleanTitle checks the layer-title rule (DESIGN decision 10: file
+// FuzzCleanTitle checks the layer-title rule (docs/design.md, decision 10: file
 // names in artifacts cannot escape their folder): an accepted title is a
 // local, clean, slash-separated path, stable under a second cleaning, and
 // opening it under an os.Root never leaves the root.

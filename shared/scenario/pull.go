@@ -61,7 +61,10 @@ func pull(ctx context.Context, ref string, repo *remote.Repository, desc ocispec
 	if desc.Size > maxManifestBytes {
 		return newErr(KindTooLarge, ref, fmt.Sprintf("manifest of %d bytes", desc.Size), nil)
 	}
-	raw, err := content.FetchAll(ctx, repo.Manifests(), desc)
+	mctx, cancel := context.WithTimeout(ctx, RegistryTimeout)
+	raw, err := content.FetchAll(mctx, repo.Manifests(), desc)
+	err = timedOut(ctx, mctx, err)
+	cancel()
 	if err != nil {
 		return classify(ref, fmt.Errorf("fetch manifest: %w", err))
 	}

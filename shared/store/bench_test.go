@@ -18,7 +18,7 @@ import (
 // seed creates nc challenges with ni claimed instances each (source sK for
 // the K-th instance, so every source has one instance per challenge), using
 // a few goroutines.
-func seed(b *testing.B, s *store.Store, cli *clientv3.Client, nc, ni int, until func(c, i int) *time.Time) {
+func seed(b *testing.B, s *store.Store, cli *clientv3.Client, nc, ni int, lastRenew func(c, i int) time.Time) {
 	b.Helper()
 	l := lease(b, cli)
 	ctx := context.Background()
@@ -37,7 +37,7 @@ func seed(b *testing.B, s *store.Store, cli *clientv3.Client, nc, ni int, until 
 					b.Error(err)
 					return
 				}
-				i := &store.Instance{ChallengeID: cid, SourceID: sid, Identity: id, Since: t0, LastRenew: t0, Until: until(c, k),
+				i := &store.Instance{ChallengeID: cid, SourceID: sid, Identity: id, Since: t0, LastRenew: lastRenew(c, k),
 					ConnectionInfo: "nc 10.0.0.1 1337", Flags: []string{"FLAG{0123456789abcdef}"}, Additional: map[string]string{"k": "v"}, Digest: "sha256:x", Project: "p"}
 				if err := s.CommitInstance(ctx, i); err != nil {
 					b.Error(err)
@@ -48,7 +48,7 @@ func seed(b *testing.B, s *store.Store, cli *clientv3.Client, nc, ni int, until 
 	wg.Wait()
 }
 
-func noUntil(int, int) *time.Time { return nil }
+func sameRenew(int, int) time.Time { return t0 }
 
 func countedStore(b *testing.B) (*store.Store, *clientv3.Client, *etcd.Counter) {
 	srv := etcdtest.Server(b)
@@ -64,7 +64,7 @@ func reportRT(b *testing.B, n *etcd.Counter, before int64) {
 // BenchmarkQuery: 100 challenges × 10 claimed instances.
 func BenchmarkQuery(b *testing.B) {
 	s, cli, n := countedStore(b)
-	seed(b, s, cli, 100, 10, noUntil)
+	seed(b, s, cli, 100, 10, sameRenew)
 	ctx := context.Background()
 	b.Run("get-by-source", func(b *testing.B) {
 		before := n.Unary()
@@ -96,7 +96,7 @@ func BenchmarkQuery(b *testing.B) {
 	b.Run("list-by-source-100", func(b *testing.B) {
 		before := n.Unary()
 		for b.Loop() {
-			if insts, err := s.InstancesBySource(ctx, "s3"); err != nil || len(insts) != 100 {
+			if insts, _, err := s.SourceInstances(ctx, "s3"); err != nil || len(insts) != 100 {
 				b.Fatal(err, len(insts))
 			}
 		}
@@ -113,19 +113,19 @@ func BenchmarkQuery(b *testing.B) {
 	})
 }
 
-// BenchmarkJanitorScan: 10 000 claimed instances, half of them expired.
+// BenchmarkJanitorScan: the janitor's view of 10 000 claimed instances (every
+// challenge with its instances, one revision), from which it finds the expired.
 func BenchmarkJanitorScan(b *testing.B) {
 	s, cli, n := countedStore(b)
-	seed(b, s, cli, 100, 100, func(c, i int) *time.Time {
-		u := t0.Add(time.Duration(c*100+i-5000) * time.Second)
-		return &u
+	seed(b, s, cli, 100, 100, func(c, i int) time.Time {
+		return t0.Add(time.Duration(c*100+i-5000) * time.Second)
 	})
 	ctx := context.Background()
 	before := n.Unary()
 	for b.Loop() {
-		exp, err := s.ExpiredInstances(ctx, t0)
-		if err != nil || len(exp) != 5000 {
-			b.Fatal(err, len(exp))
+		views, err := s.AllChallenges(ctx)
+		if err != nil || len(views) != 100 || len(views[0].Claimed) != 100 {
+			b.Fatal(err, len(views))
 		}
 	}
 	reportRT(b, n, before)
@@ -144,7 +144,7 @@ func BenchmarkWrites(b *testing.B) {
 			k++
 			sid, id := fmt.Sprintf("r%d", k), fmt.Sprintf("rid%d", k)
 			must(b, s.Reserve(ctx, "c", sid, id, l))
-			must(b, s.CommitInstance(ctx, &store.Instance{ChallengeID: "c", SourceID: sid, Identity: id, Until: ptr(t0)}))
+			must(b, s.CommitInstance(ctx, &store.Instance{ChallengeID: "c", SourceID: sid, Identity: id, LastRenew: t0}))
 		}
 		reportRT(b, n, before)
 	})
@@ -160,7 +160,7 @@ func BenchmarkWrites(b *testing.B) {
 		b.ResetTimer()
 		for range b.N {
 			seq++
-			if _, err := s.ClaimPooled(ctx, "c", fmt.Sprintf("cl%d", seq), func(i *store.Instance) { i.Until = ptr(t0) }); err != nil {
+			if _, err := s.ClaimPooled(ctx, "c", fmt.Sprintf("cl%d", seq), func(i *store.Instance) { i.LastRenew = t0 }); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -171,8 +171,11 @@ func BenchmarkWrites(b *testing.B) {
 		must(b, err)
 		before := n.Unary()
 		for b.Loop() {
-			i.Until = ptr(i.Until.Add(time.Second))
-			must(b, s.PutInstance(ctx, i))
+			_, err := s.ModifyInstance(ctx, "c", i.Identity, func(cur *store.Instance) error {
+				cur.LastRenew = cur.LastRenew.Add(time.Second)
+				return nil
+			})
+			must(b, err)
 		}
 		reportRT(b, n, before)
 	})

@@ -1,6 +1,6 @@
 // Package store keeps challfn's records in etcd: challenges, instances,
-// source claims, pool members, reservations and the expiry index, as JSON
-// values changed only in transactions (compare revision, then put).
+// source claims, pool members and reservations, as JSON values changed only
+// in transactions (compare revision, then put).
 //
 // Key layout (P = prefix, default /challfn; every id segment is
 // url.PathEscape'd and every prefix used for a scan ends with "/", so
@@ -16,13 +16,19 @@
 //	P/resv/<challenge>/<source>          identity being created for source (lease-bound)
 //	P/pending/<challenge>/<identity>     stack being created right now, {"sourceId"}
 //	                                     ("" = pool spin-up) (lease-bound)
-//	P/exp/<until unix nanos, 20 digits>/<challenge>/<identity>
-//	                                     source; claimed instances with an until only
 //	P/meta/<name>                        small bookkeeping (janitor)
+//
+// An instance's until is not stored: it follows from its challenge (timeout, until,
+// UpdatedAt) and its LastRenew (see the manager), so that a challenge update changes
+// no instance record, and can race with no instance operation.
 //
 // A create is Reserve (lease-bound: a crash frees it), then the Pulumi
 // deployment, then CommitInstance (one transaction: record, claim or pool
-// copy, expiry index, reservation removed) or Unreserve.
+// copy, reservation removed) or Unreserve.
+//
+// Files: store.go (layout, transactions, challenges), reserve.go
+// (reservations), pool.go (claims), instance.go (instance reads and writes),
+// snapshot.go (consistent reads and counts), meta.go (bookkeeping).
 //
 // Copies are written in the same transaction as the canonical record, so
 // they share its mod revision: Instance.Rev is the same whichever key it was
@@ -70,8 +76,18 @@ type Challenge struct {
 	Min        int64             `json:"min"`
 	Max        int64             `json:"max"`
 	// Generation counts the changes instances must follow (scenario,
-	// additional); an instance at a lower generation is to be updated.
-	Generation int64 `json:"generation,omitempty"`
+	// additional); an instance at a lower generation is to be updated, with
+	// Strategy, the strategy of the update that made Generation: a later
+	// update that changes neither keeps it.
+	Generation int64  `json:"generation,omitempty"`
+	Strategy   string `json:"strategy,omitempty"`
+	// Round counts the updates that asked instances to converge; a failure
+	// recorded at an earlier round is retried by the next one.
+	Round int64 `json:"round,omitempty"`
+	// UpdatedAt is when the challenge was last updated: every claimed
+	// instance's until counts from the later of its LastRenew and this
+	// (docs/contract.md §4.4: an update resets the until of every instance).
+	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 	// Deleting hides the challenge while its instances are destroyed.
 	Deleting bool  `json:"deleting,omitempty"`
 	Rev      int64 `json:"-"` // etcd mod revision, for compare-and-swap
@@ -84,16 +100,17 @@ type Instance struct {
 	SourceID       string            `json:"sourceId,omitempty"`
 	Since          time.Time         `json:"since"`
 	LastRenew      time.Time         `json:"lastRenew"`
-	Until          *time.Time        `json:"until,omitempty"`
 	ConnectionInfo string            `json:"connectionInfo,omitempty"`
 	Flags          []string          `json:"flags,omitempty"`
 	Additional     map[string]string `json:"additional,omitempty"` // the request's own map
 	Digest         string            `json:"digest,omitempty"`     // scenario deployed
 	Project        string            `json:"project,omitempty"`    // Pulumi project deployed
 	// Generation of the challenge the stack was last deployed at;
-	// FailedGeneration the last one it failed to reach, with LastError.
+	// FailedGeneration the last one it failed to reach, at update round
+	// FailedRound, with LastError.
 	Generation       int64  `json:"generation,omitempty"`
 	FailedGeneration int64  `json:"failedGeneration,omitempty"`
+	FailedRound      int64  `json:"failedRound,omitempty"`
 	LastError        string `json:"lastError,omitempty"`
 	DeleteFailed     bool   `json:"deleteFailed,omitempty"` // last destroy failed (LastError)
 	// Draining: a pooled instance withdrawn from the pool to be destroyed
@@ -150,17 +167,6 @@ func (s *Store) resvKey(cid, sid string) string { return s.resvDir(cid) + seg(si
 func (s *Store) pendingDir(cid string) string   { return s.p + "pending/" + seg(cid) + "/" }
 func (s *Store) pendingKey(cid, identity string) string {
 	return s.pendingDir(cid) + seg(identity)
-}
-func (s *Store) expDir() string { return s.p + "exp/" }
-func (s *Store) expBound(t time.Time) string {
-	n := t.UnixNano()
-	if n < 0 || t.Before(time.Unix(0, 0)) {
-		n = 0
-	}
-	return fmt.Sprintf("%s%020d", s.expDir(), n)
-}
-func (s *Store) expKey(cid, identity string, until time.Time) string {
-	return s.expBound(until) + "/" + seg(cid) + "/" + seg(identity)
 }
 
 func absent(key string) clientv3.Cmp {
@@ -293,7 +299,8 @@ func (s *Store) putInstances(ctx context.Context, c *Challenge, instances []*Ins
 			return fmt.Errorf("store: encode challenge: %w", err)
 		}
 		k := s.challKey(c.ID)
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", c.Rev))
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", c.Rev),
+			clientv3.Compare(clientv3.CreateRevision(k), ">", 0)) // a Rev of 0 matches an absent key
 		ops = append(ops, clientv3.OpPut(k, string(v)))
 		reads = append(reads, clientv3.OpGet(k, clientv3.WithKeysOnly()))
 	}
@@ -353,23 +360,6 @@ func (s *Store) DeleteChallenge(ctx context.Context, id string, fence ...clientv
 		return fmt.Errorf("%w: challenge %q has %d", ErrNotEmpty, id, r.Else[1].GetResponseRange().Count)
 	}
 	return nil
-}
-
-// ListChallenges returns every challenge, ordered by escaped id.
-func (s *Store) ListChallenges(ctx context.Context) ([]*Challenge, error) {
-	kvs, _, err := s.rangeAll(ctx, s.challDir())
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*Challenge, 0, len(kvs))
-	for _, kv := range kvs {
-		c, err := decodeChallenge(kv)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
 }
 
 // rangeAll reads every key under dir at the latest revision, page by page

@@ -62,11 +62,11 @@ func allKeys(t testing.TB, cli *clientv3.Client) []string {
 }
 
 // addClaimed creates a claimed instance through a reservation.
-func addClaimed(t testing.TB, s *store.Store, cli *clientv3.Client, cid, sid, identity string, until *time.Time) *store.Instance {
+func addClaimed(t testing.TB, s *store.Store, cli *clientv3.Client, cid, sid, identity string) *store.Instance {
 	t.Helper()
 	ctx := context.Background()
 	must(t, s.Reserve(ctx, cid, sid, identity, lease(t, cli)))
-	i := &store.Instance{ChallengeID: cid, SourceID: sid, Identity: identity, Since: t0, LastRenew: t0, Until: until,
+	i := &store.Instance{ChallengeID: cid, SourceID: sid, Identity: identity, Since: t0, LastRenew: t0,
 		ConnectionInfo: "nc " + identity, Flags: []string{"FLAG{" + identity + "}"}, Additional: map[string]string{"k": "v"}, Digest: "sha256:x", Project: "p"}
 	must(t, s.CommitInstance(ctx, i))
 	return i
@@ -117,17 +117,17 @@ func TestChallengeLifecycle(t *testing.T) {
 	wantErr(t, s.UpdateChallenge(ctx, &stale, nil), store.ErrConflict)
 	wantErr(t, s.UpdateChallenge(ctx, &store.Challenge{ID: "nope", Rev: 1}, nil), store.ErrNotFound)
 
-	list, err := s.ListChallenges(ctx)
+	list, err := s.AllChallenges(ctx)
 	must(t, err)
 	var ids []string
-	for _, c := range list {
-		ids = append(ids, c.ID)
+	for _, sn := range list {
+		ids = append(ids, sn.Challenge.ID)
 	}
 	if !slices.Equal(ids, []string{"1", "10", "2"}) {
-		t.Fatalf("ListChallenges = %v", ids)
+		t.Fatalf("AllChallenges = %v", ids)
 	}
 
-	addClaimed(t, s, cli, "1", "s", "i1", nil)
+	addClaimed(t, s, cli, "1", "s", "i1")
 	wantErr(t, s.DeleteChallenge(ctx, "1"), store.ErrNotEmpty)
 	i, err := s.InstanceBySource(ctx, "1", "s")
 	must(t, err)
@@ -141,8 +141,8 @@ func TestPrefixesDoNotOverlap(t *testing.T) {
 	ctx := context.Background()
 	addChallenge(t, s, "1")
 	addChallenge(t, s, "10")
-	addClaimed(t, s, cli, "10", "s", "a", nil)
-	addClaimed(t, s, cli, "10", "s1", "b", nil)
+	addClaimed(t, s, cli, "10", "s", "a")
+	addClaimed(t, s, cli, "10", "s1", "b")
 	addPooled(t, s, cli, "10", "c")
 
 	snap, err := s.GetSnapshot(ctx, "1")
@@ -155,7 +155,7 @@ func TestPrefixesDoNotOverlap(t *testing.T) {
 	if counts != (store.ChallengeCounts{}) {
 		t.Fatalf("PoolCounts(1) = %+v", counts)
 	}
-	bySrc, err := s.InstancesBySource(ctx, "s")
+	bySrc, _, err := s.SourceInstances(ctx, "s")
 	must(t, err)
 	if len(bySrc) != 1 || bySrc[0].Identity != "a" {
 		t.Fatalf("ListBySource(s) = %v (source s1 must not match)", bySrc)
@@ -179,29 +179,23 @@ func TestReservation(t *testing.T) {
 	if !slices.Equal(pending, []store.Pending{{ChallengeID: "c", Identity: "i1", SourceID: "s"}}) {
 		t.Fatalf("ListPending = %v, want i1 for s", pending)
 	}
-	if ok, err := s.IsPending(ctx, "c", "i1"); err != nil || !ok {
-		t.Fatalf("IsPending(i1) = %v, %v", ok, err)
-	}
 	_, err = s.InstanceBySource(ctx, "c", "s")
 	wantErr(t, err, store.ErrNotFound) // a reservation is not an instance
 
-	i := &store.Instance{ChallengeID: "c", SourceID: "s", Identity: "i1", Since: t0, LastRenew: t0, Until: ptr(t0.Add(time.Hour))}
+	i := &store.Instance{ChallengeID: "c", SourceID: "s", Identity: "i1", Since: t0, LastRenew: t0.Add(time.Hour)}
 	wrong := *i
 	wrong.Identity = "other"
 	wantErr(t, s.CommitInstance(ctx, &wrong), store.ErrNoReservation)
 	must(t, s.CommitInstance(ctx, i))
 	got, err := s.InstanceBySource(ctx, "c", "s")
 	must(t, err)
-	if got.Identity != "i1" || got.Rev != i.Rev || !got.Until.Equal(*i.Until) {
+	if got.Identity != "i1" || got.Rev != i.Rev || !got.LastRenew.Equal(i.LastRenew) {
 		t.Fatalf("GetBySource = %+v, committed %+v", got, i)
 	}
 	pending, err = s.ListPending(ctx, "")
 	must(t, err)
 	if len(pending) != 0 {
 		t.Fatalf("pending after commit: %v", pending)
-	}
-	if ok, err := s.IsPending(ctx, "c", "i1"); err != nil || ok {
-		t.Fatalf("IsPending(i1) after commit = %v, %v", ok, err)
 	}
 	wantErr(t, s.Reserve(ctx, "c", "s", "i3", l), store.ErrExists) // the claim is permanent
 
@@ -262,9 +256,8 @@ func TestClaimLowestFirst(t *testing.T) {
 		t.Fatalf("PoolCounts = %+v", counts)
 	}
 	now := t0.Add(time.Minute)
-	until := now.Add(time.Hour)
 	claim, err := s.ClaimPooled(ctx, "c", "s1", func(i *store.Instance) {
-		i.LastRenew, i.Until, i.Additional = now, &until, map[string]string{"x": "y"}
+		i.LastRenew, i.Additional = now, map[string]string{"x": "y"}
 		i.Since = now // must be ignored: since stays the pool creation time
 	})
 	must(t, err)
@@ -290,11 +283,6 @@ func TestClaimLowestFirst(t *testing.T) {
 	must(t, err)
 	if counts != (store.ChallengeCounts{Claimed: 1, Pooled: 2, Reserved: 1, Total: 3}) {
 		t.Fatalf("PoolCounts after claim = %+v", counts)
-	}
-	exp, err := s.ExpiredInstances(ctx, until.Add(time.Second))
-	must(t, err)
-	if len(exp) != 1 || exp[0].Identity != "a1" || exp[0].SourceID != "s1" {
-		t.Fatalf("claim did not index the expiry: %+v", exp)
 	}
 }
 
@@ -379,19 +367,14 @@ func TestInstanceUpdateAndDelete(t *testing.T) {
 	s, cli := newStore(t)
 	ctx := context.Background()
 	addChallenge(t, s, "c")
-	i := addClaimed(t, s, cli, "c", "s", "old", ptr(t0))
+	i := addClaimed(t, s, cli, "c", "s", "old")
 
-	// Renew: until moves, the expiry index follows.
+	// Renew: a compare-and-swap on the revision read.
 	read, err := s.InstanceBySource(ctx, "c", "s")
 	must(t, err)
 	stale := *read
-	read.Until = ptr(t0.Add(2 * time.Hour))
+	read.LastRenew = t0.Add(2 * time.Hour)
 	must(t, s.PutInstance(ctx, read))
-	exp, err := s.ExpiredInstances(ctx, t0.Add(time.Hour))
-	must(t, err)
-	if len(exp) != 0 {
-		t.Fatalf("old until still indexed: %+v", exp)
-	}
 	wantErr(t, s.PutInstance(ctx, &stale), store.ErrConflict)
 
 	// Blue-green: the identity changes, claim and index follow.
@@ -400,8 +383,8 @@ func TestInstanceUpdateAndDelete(t *testing.T) {
 	updated.Identity, updated.ConnectionInfo = "new", "nc new"
 	must(t, s.ReplaceInstance(ctx, read, &updated))
 	wantErr(t, s.ReplaceInstance(ctx, read, &updated), store.ErrNotFound) // old one is gone
-	if ok, err := s.IsPending(ctx, "c", "new"); err != nil || ok {
-		t.Fatalf("pending marker of the new identity after replace: %v, %v", ok, err)
+	if p, err := s.ListPending(ctx, "c"); err != nil || len(p) != 0 {
+		t.Fatalf("pending marker of the new identity after replace: %v, %v", p, err)
 	}
 	read = &updated
 	_, err = s.InstanceByIdentity(ctx, "c", "old")
@@ -411,11 +394,6 @@ func TestInstanceUpdateAndDelete(t *testing.T) {
 	if bySrc.Identity != "new" || bySrc.ConnectionInfo != "nc new" || bySrc.Rev != read.Rev {
 		t.Fatalf("after blue-green GetBySource = %+v", bySrc)
 	}
-	exp, err = s.ExpiredInstances(ctx, t0.Add(3*time.Hour))
-	must(t, err)
-	if len(exp) != 1 || exp[0].Identity != "new" {
-		t.Fatalf("expiry index after blue-green: %+v", exp)
-	}
 	// Moving to another source is refused.
 	moved := *bySrc
 	moved.SourceID = "other"
@@ -424,7 +402,7 @@ func TestInstanceUpdateAndDelete(t *testing.T) {
 	// A hand-built record (no read) updates too, given the right Rev.
 	must(t, s.PutInstance(ctx, &store.Instance{ChallengeID: "c", SourceID: "s", Identity: "new", Rev: bySrc.Rev, Since: i.Since}))
 
-	// Delete removes record, claim and index; a second delete finds nothing.
+	// Delete removes record and claim; a second delete finds nothing.
 	cur, err := s.InstanceByIdentity(ctx, "c", "new")
 	must(t, err)
 	must(t, s.DeleteInstance(ctx, cur))
@@ -437,32 +415,67 @@ func TestInstanceUpdateAndDelete(t *testing.T) {
 	must(t, s.Reserve(ctx, "c", "s", "again", lease(t, cli))) // the source is free again
 }
 
-func TestExpiredInstances(t *testing.T) {
+// TestModifyAndRemoveFollowConcurrentWrites: what an operation commits after
+// its engine ran applies to the current record, not to the one it read
+// before: a renewal made meanwhile is kept, and a destroyed stack's record is
+// removed whatever was written to it.
+func TestModifyAndRemoveFollowConcurrentWrites(t *testing.T) {
 	s, cli := newStore(t)
 	ctx := context.Background()
-	addChallenge(t, s, "a")
-	addChallenge(t, s, "b")
-	now := t0
-	addClaimed(t, s, cli, "a", "s1", "i1", ptr(now.Add(-time.Hour)))
-	addClaimed(t, s, cli, "b", "s2", "i2", ptr(now.Add(-2*time.Hour)))
-	addClaimed(t, s, cli, "a", "s3", "i3", ptr(now.Add(time.Hour)))
-	addClaimed(t, s, cli, "a", "s4", "i4", nil)
-	addClaimed(t, s, cli, "a", "s5", "i5", ptr(now)) // not before now
-	p := addPooled(t, s, cli, "a", "p1")
-	p.Until = ptr(now.Add(-3 * time.Hour)) // pooled instances never expire
-	must(t, s.PutInstance(ctx, p))
-
-	exp, err := s.ExpiredInstances(ctx, now)
+	addChallenge(t, s, "c")
+	addClaimed(t, s, cli, "c", "s", "id1")
+	before, err := s.InstanceByIdentity(ctx, "c", "id1") // an update reads, then deploys...
 	must(t, err)
-	var ids []string
-	for _, e := range exp {
-		ids = append(ids, e.ChallengeID+"/"+e.Identity)
-		if e.Until.IsZero() || e.SourceID == "" {
-			t.Fatalf("incomplete entry %+v", e)
+	renewed := *before // ... while the player renews
+	renewed.LastRenew = t0.Add(time.Hour)
+	must(t, s.PutInstance(ctx, &renewed))
+
+	// The update's outputs land on the renewed record.
+	calls := 0
+	got, err := s.ModifyInstance(ctx, "c", "id1", func(cur *store.Instance) error {
+		calls++
+		if calls == 1 {
+			// Another write between the read and the transaction: re-applied.
+			racing := *cur
+			racing.LastRenew = t0.Add(2 * time.Hour)
+			must(t, s.PutInstance(ctx, &racing))
 		}
+		cur.ConnectionInfo = "nc updated"
+		return nil
+	})
+	must(t, err)
+	if calls != 2 || got.ConnectionInfo != "nc updated" || !got.LastRenew.Equal(t0.Add(2*time.Hour)) {
+		t.Fatalf("modified after %d calls: %+v", calls, got)
 	}
-	if want := []string{"b/i2", "a/i1"}; !slices.Equal(ids, want) {
-		t.Fatalf("ExpiredInstances = %v, want %v (oldest first)", ids, want)
+	// ErrUnchanged writes nothing; other errors come back as they are.
+	same, err := s.ModifyInstance(ctx, "c", "id1", func(*store.Instance) error { return store.ErrUnchanged })
+	if err != nil || same.Rev != got.Rev {
+		t.Fatalf("ErrUnchanged: %v, rev %d → %d", err, got.Rev, same.Rev)
+	}
+	boom := errors.New("boom")
+	if _, err := s.ModifyInstance(ctx, "c", "id1", func(*store.Instance) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("change error: %v", err)
+	}
+	// A move to another identity (blue-green) through Modify.
+	must(t, s.Reserve(ctx, "c", "", "id2", lease(t, cli)))
+	moved, err := s.ModifyInstance(ctx, "c", "id1", func(cur *store.Instance) error { cur.Identity = "id2"; return nil })
+	must(t, err)
+	if bySrc, err := s.InstanceBySource(ctx, "c", "s"); err != nil || bySrc.Identity != "id2" || bySrc.Rev != moved.Rev {
+		t.Fatalf("after a move: %+v, %v", bySrc, err)
+	}
+	_, err = s.ModifyInstance(ctx, "c", "id1", func(*store.Instance) error { return nil })
+	wantErr(t, err, store.ErrNotFound)
+
+	// Remove after a write the remover never saw; then again: nothing to do.
+	renewed2 := *moved
+	renewed2.LastRenew = t0.Add(3 * time.Hour)
+	must(t, s.PutInstance(ctx, &renewed2))
+	must(t, s.RemoveInstance(ctx, "c", "id2"))
+	must(t, s.RemoveInstance(ctx, "c", "id2"))
+	for _, k := range allKeys(t, cli) {
+		if k != prefix+"/chall/c" {
+			t.Fatalf("key left after remove: %s", k)
+		}
 	}
 }
 
@@ -472,10 +485,10 @@ func TestSnapshotsAndCounts(t *testing.T) {
 	for _, c := range []string{"a", "b", "c"} {
 		addChallenge(t, s, c)
 	}
-	addClaimed(t, s, cli, "a", "s2", "a2", nil)
-	addClaimed(t, s, cli, "a", "s1", "a1", nil)
+	addClaimed(t, s, cli, "a", "s2", "a2")
+	addClaimed(t, s, cli, "a", "s1", "a1")
 	addPooled(t, s, cli, "a", "ap")
-	addClaimed(t, s, cli, "b", "s1", "b1", nil)
+	addClaimed(t, s, cli, "b", "s1", "b1")
 
 	snaps, err := s.AllChallenges(ctx)
 	must(t, err)
@@ -526,13 +539,14 @@ func TestPagedReads(t *testing.T) {
 	ctx := context.Background()
 	for k := range 7 {
 		addChallenge(t, s, fmt.Sprintf("c%d", k))
-		addClaimed(t, s, cli, fmt.Sprintf("c%d", k), "src", fmt.Sprintf("i%d", k), nil)
+		addClaimed(t, s, cli, fmt.Sprintf("c%d", k), "src", fmt.Sprintf("i%d", k))
 	}
-	list, err := s.ListChallenges(ctx)
-	must(t, err)
-	bySrc, err := s.InstancesBySource(ctx, "src")
-	must(t, err)
 	snaps, err := s.AllChallenges(ctx)
+	must(t, err)
+	list := snaps
+	bySrc, _, err := s.SourceInstances(ctx, "src")
+	must(t, err)
+	snaps, err = s.AllChallenges(ctx)
 	must(t, err)
 	claimed := 0
 	for _, sn := range snaps {
@@ -570,7 +584,7 @@ func TestDeleteChallengeLeavesNothing(t *testing.T) {
 	ctx := context.Background()
 	addChallenge(t, s, "c")
 	addChallenge(t, s, "other")
-	addClaimed(t, s, cli, "c", "s1", "i1", ptr(t0))
+	addClaimed(t, s, cli, "c", "s1", "i1")
 	addPooled(t, s, cli, "c", "p1")
 	must(t, s.Reserve(ctx, "c", "", "p2", lease(t, cli)))
 	must(t, s.Reserve(ctx, "c", "s9", "i9", lease(t, cli)))
@@ -601,39 +615,32 @@ func TestUpdateChallengeWithInstances(t *testing.T) {
 	c := addChallenge(t, s, "c")
 	const n = 30 // more than one transaction's worth
 	for k := range n {
-		addClaimed(t, s, cli, "c", fmt.Sprintf("s%02d", k), fmt.Sprintf("i%02d", k), ptr(t0))
+		addPooled(t, s, cli, "c", fmt.Sprintf("i%02d", k))
 	}
-	claimed, pooled, err := s.Instances(ctx, "c")
+	_, pooled, err := s.Instances(ctx, "c")
 	must(t, err)
-	if len(claimed) != n || len(pooled) != 0 {
-		t.Fatalf("Instances = %d claimed, %d pooled", len(claimed), len(pooled))
+	if len(pooled) != n {
+		t.Fatalf("Instances = %d pooled", len(pooled))
 	}
-	stale := *claimed[0]
-	later := t0.Add(time.Hour)
-	for _, i := range claimed {
-		i.Until = &later
+	stale := *pooled[0]
+	// What an update does to outdated pooled instances: withdraw them.
+	for _, i := range pooled {
+		i.Draining = true
 	}
 	c.Generation++
-	must(t, s.UpdateChallenge(ctx, c, claimed))
-	got, insts, err := s.ChallengeWithInstances(ctx, "c")
+	must(t, s.UpdateChallenge(ctx, c, pooled))
+	got, err := s.GetChallenge(ctx, "c")
 	must(t, err)
-	if got.Generation != 1 || len(insts) != n {
-		t.Fatalf("after update: generation %d, %d instances", got.Generation, len(insts))
+	if got.Generation != 1 {
+		t.Fatalf("after update: generation %d", got.Generation)
 	}
-	for _, i := range insts {
-		if !i.Until.Equal(later) {
-			t.Fatalf("instance %s until %v, want %v", i.Identity, i.Until, later)
-		}
-	}
-	exp, err := s.ExpiredInstances(ctx, later)
+	counts, err := s.PoolCounts(ctx, "c")
 	must(t, err)
-	if len(exp) != 0 {
-		t.Fatalf("%d old untils still indexed", len(exp))
+	if counts.Pooled != 0 || counts.Total != n {
+		t.Fatalf("after withdrawing every pooled instance: %+v", counts)
 	}
-	exp, err = s.ExpiredInstances(ctx, later.Add(time.Second))
-	must(t, err)
-	if len(exp) != n {
-		t.Fatalf("%d new untils indexed, want %d", len(exp), n)
+	if _, err := s.ClaimPooled(ctx, "c", "s", nil); !errors.Is(err, store.ErrPoolEmpty) {
+		t.Fatalf("claim of a withdrawn instance: %v", err)
 	}
 	wantErr(t, s.UpdateChallenge(ctx, c, []*store.Instance{&stale}), store.ErrConflict)
 }
@@ -663,7 +670,7 @@ func TestIdentitiesAndMeta(t *testing.T) {
 	ctx := context.Background()
 	addChallenge(t, s, "a")
 	addChallenge(t, s, "b")
-	addClaimed(t, s, cli, "a", "s", "i1", nil)
+	addClaimed(t, s, cli, "a", "s", "i1")
 	addPooled(t, s, cli, "b", "i2")
 	must(t, s.Reserve(ctx, "a", "s2", "i3", lease(t, cli)))
 	must(t, s.Reserve(ctx, "b", "", "i4", lease(t, cli)))

@@ -96,9 +96,19 @@ func (t *Telemetry) CloudEvent(fn CloudEventFunc) CloudEventFunc {
 	return func(ctx context.Context, e cloudevents.Event) error { return t.handleEvent(ctx, e, fn) }
 }
 
-func (t *Telemetry) handleEvent(ctx context.Context, e cloudevents.Event, fn CloudEventFunc) error {
+func (t *Telemetry) handleEvent(ctx context.Context, e cloudevents.Event, fn CloudEventFunc) (err error) {
 	ctx = ExtractEvent(ctx, e)
+	ctx, mark := withFailureMark(ctx)
+	defer func() {
+		if !mark.logged.Load() && eventOutcome(err) == OutcomeError {
+			t.log.ErrorContext(ctx, "event handling failed", "type", e.Type(), "id", e.ID(), "error", err)
+		}
+	}()
 	if !t.Enabled() {
+		// Not recorded: the span only gives the event's work a trace id for its logs.
+		var span trace.Span
+		ctx, span = t.tracer.Start(ctx, "process "+e.Type(), trace.WithSpanKind(trace.SpanKindConsumer))
+		defer span.End()
 		return fn(ctx, e)
 	}
 	ctx, span := t.tracer.Start(ctx, "process "+e.Type(),
@@ -116,7 +126,7 @@ func (t *Telemetry) handleEvent(ctx context.Context, e cloudevents.Event, fn Clo
 		t.Flush(ctx)
 		panic(rec)
 	}()
-	err := fn(ctx, e)
+	err = fn(ctx, e)
 	finished = true
 
 	outcome := eventOutcome(err)

@@ -52,7 +52,7 @@ type CountsOptions struct {
 // challfn.store.up. They are observed at collection time from c, so they are
 // right after any restart and in every instance that registers them.
 //
-// Choice (DESIGN decision 8): gauges read from the store at collection time,
+// Choice (docs/design.md, decision 8): gauges read from the store at collection time,
 // not up/down counters updated after each mutation — a counter starts at zero
 // in each new function instance and would be wrong after any restart. Every
 // function instance that registers the observer reports the same store-wide

@@ -2,15 +2,86 @@ package telemetry
 
 import (
 	"context"
+	"net/http"
 	"path"
+	"strconv"
 	"strings"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
+
+// GRPCServerHandler is the stats handler of challfn's gRPC servers: otelgrpc
+// server spans named like upstream's ("api.v1.challenge.ChallengeStore/CreateChallenge"),
+// continuing the caller's trace context from the `traceparent` metadata, and
+// otelgrpc's rpc.server.* metrics, on t's providers. It is bound to t when
+// the server is built (after Setup, at the function's cold start). With
+// telemetry disabled the incoming trace context is still propagated, for log
+// correlation and the events the call sends.
+func (t *Telemetry) GRPCServerHandler() stats.Handler {
+	return otelgrpc.NewServerHandler(
+		otelgrpc.WithTracerProvider(t.tp),
+		otelgrpc.WithMeterProvider(t.mp),
+		otelgrpc.WithPropagators(propagator),
+	)
+}
+
+// GRPCHandler serves h, a gRPC server's net/http entry (grpc.Server.ServeHTTP),
+// and flushes traces and metrics before the client sees the end of the call:
+// grpc-go writes the status as HTTP/2 trailers, which net/http sends only
+// when the handler returns, and the otelgrpc span has ended by then (the
+// server waits for its handler goroutine). Messages of a server stream still
+// go out as they are sent; only the trailers wait for the flush.
+//
+// As Handler does for a 5xx answer, a call that ends with a server-side
+// failure status (what the gateway maps to 5xx: UNKNOWN, DEADLINE_EXCEEDED,
+// INTERNAL, UNAVAILABLE, DATA_LOSS) and had no ERROR line logged under its
+// context gets one here (the server's interceptors log the cause when they
+// know it; see FailureLogged).
+func (t *Telemetry) GRPCHandler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// grpc-go serves the call with the request's context.
+		ctx, mark := withFailureMark(r.Context())
+		h.ServeHTTP(w, r.WithContext(ctx))
+		// The status is in the header map, sent as a trailer on return.
+		if st := w.Header().Get("Grpc-Status"); GRPCServerFailure(grpcCode(st)) && !mark.logged.Load() {
+			t.log.ErrorContext(ctx, "gRPC call failed", "method", r.URL.Path, "code", grpcCode(st).String())
+		}
+		t.Flush(ctx)
+	})
+}
+
+// FailureLogged reports whether an ERROR line was logged under the context of
+// the request (HTTP through Handler, gRPC through GRPCHandler) ctx belongs
+// to: what explains a failure once.
+func FailureLogged(ctx context.Context) bool {
+	m, ok := ctx.Value(failureKey{}).(*failureMark)
+	return ok && m.logged.Load()
+}
+
+// GRPCServerFailure reports whether a call ending with c failed on the
+// server's side: the codes grpc-gateway answers with a 5xx other than 501.
+func GRPCServerFailure(c grpccodes.Code) bool {
+	switch c {
+	case grpccodes.Unknown, grpccodes.DeadlineExceeded, grpccodes.Internal, grpccodes.Unavailable, grpccodes.DataLoss:
+		return true
+	}
+	return false
+}
+
+func grpcCode(s string) grpccodes.Code {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return grpccodes.OK
+	}
+	return grpccodes.Code(n)
+}
 
 // GRPCDialOption instruments a gRPC client (the etcd client, through
 // etcd.Config.DialOptions) with UnaryClientInterceptor.

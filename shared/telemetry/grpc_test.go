@@ -1,8 +1,13 @@
 package telemetry
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/codes"
@@ -104,5 +109,50 @@ func TestStartCopiesContextIDs(t *testing.T) {
 	}
 	if _, ok := a["source_id"]; ok {
 		t.Fatalf("source id on a span: %v", a)
+	}
+}
+
+// A gRPC call ending with a server-side failure status that nobody explained
+// gets one ERROR line; one the handler explained, or a refusal, gets none more.
+func TestGRPCHandlerFailureLine(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		status    string // Grpc-Status the server wrote
+		handlerLn bool   // the handler logs an ERROR itself
+		wantLines int
+	}{
+		{"internal unexplained", "13", false, 1},
+		{"unavailable unexplained", "14", false, 1},
+		{"unknown explained", "2", true, 1},
+		{"not found", "5", false, 0},
+		{"unimplemented", "12", false, 0},
+		{"ok", "0", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			log := slog.New(NewLogHandler(&buf, LogOptions{}))
+			tel, err := Setup(context.Background(), "test", "v0", WithLogger(log), WithoutGlobal())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var explained bool
+			h := tel.GRPCHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.handlerLn {
+					log.ErrorContext(r.Context(), "deployment failed", "error", "boom")
+				}
+				explained = FailureLogged(r.Context())
+				w.Header().Set("Grpc-Status", tc.status)
+			}))
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/api.v1.instance.InstanceManager/CreateInstance", nil))
+			if explained != tc.handlerLn {
+				t.Fatalf("FailureLogged = %v after the handler's own line: %v", explained, tc.handlerLn)
+			}
+			if lines := strings.Count(buf.String(), `"level":"ERROR"`); lines != tc.wantLines {
+				t.Fatalf("%d ERROR lines, want %d:\n%s", lines, tc.wantLines, buf.String())
+			}
+			if tc.wantLines == 1 && !tc.handlerLn && !strings.Contains(buf.String(), "CreateInstance") {
+				t.Fatalf("the line does not name the method:\n%s", buf.String())
+			}
+		})
 	}
 }

@@ -59,11 +59,15 @@ func (t *Telemetry) serveHTTP(name string, h http.Handler, w http.ResponseWriter
 	if len(r.Header["Traceparent"]) > 0 || len(r.Header["Baggage"]) > 0 {
 		ctx = propagator.Extract(parent, propagation.HeaderCarrier(r.Header))
 	}
+	ctx, mark := withFailureMark(ctx)
 	if t.sdkTP == nil && t.sdkMP == nil {
-		if ctx != parent {
-			r = r.WithContext(ctx)
-		}
-		h.ServeHTTP(w, r)
+		// Nothing recorded nor buffered; the span (not recorded) still gives the
+		// request a trace id for its log lines and error messages.
+		ctx, span := t.tracer.Start(ctx, r.Method+" "+name, trace.WithSpanKind(trace.SpanKindServer))
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r.WithContext(ctx))
+		span.End()
+		t.logUnexplained(ctx, mark, r, routeOrName(r.Pattern, name), sw.code())
 		return
 	}
 
@@ -113,6 +117,7 @@ func (t *Telemetry) serveHTTP(name string, h http.Handler, w http.ResponseWriter
 			semconv.HTTPResponseStatusCode(status)))
 	}
 	span.End()
+	t.logUnexplained(ctx, mark, r, route, status)
 
 	if bw.streaming {
 		// Deliver what the handler wrote; only the end of the stream waits.
@@ -133,6 +138,14 @@ func RecordError(ctx context.Context, err error) {
 	span := trace.SpanFromContext(ctx)
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
+}
+
+// routeOrName is the route of pattern, or name when the mux matched none.
+func routeOrName(pattern, name string) string {
+	if p := routeOf(pattern); p != "" {
+		return p
+	}
+	return name
 }
 
 // routeOf turns a ServeMux pattern "[METHOD ][HOST]/PATH" into "/PATH".

@@ -27,7 +27,7 @@ const (
 	EnvLogLevel = "LOG_LEVEL" // debug | info | warn | error (slog level syntax, e.g. "info+2"); default info
 	// EnvLogSourceID ("true") lets source_id appear in logs. Off by default:
 	// the source id names a player or team and the identity already correlates
-	// a request with its instance (DESIGN decision 10: the scenario sees an
+	// a request with its instance (docs/design.md, decision 10: the scenario sees an
 	// identity, never the source id).
 	EnvLogSourceID = "LOG_SOURCE_ID"
 )
@@ -131,6 +131,7 @@ type logHandler struct {
 func (h *logHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
 
 func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
+	noteLogged(ctx, r.Level)
 	var extra [5]slog.Attr
 	n := 0
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {

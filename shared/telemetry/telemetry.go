@@ -32,7 +32,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // ScopeName is the instrumentation scope of every span and instrument of challfn.
@@ -152,7 +151,7 @@ func Setup(ctx context.Context, serviceName, version string, opts ...Option) (*T
 		t.res = buildResource(ctx, serviceName, version, o.getenv, o.logger)
 	}
 
-	t.tp = tracenoop.NewTracerProvider()
+	t.tp = idOnlyTracerProvider()
 	if tracesOn {
 		exp := o.spanExporter
 		if exp == nil {
@@ -204,6 +203,14 @@ func Setup(ctx context.Context, serviceName, version string, opts ...Option) (*T
 	return t, nil
 }
 
+// idOnlyTracerProvider is the tracer provider when traces are off: spans are neither
+// recorded nor exported, but each trace gets its id (the incoming one, or a new one), so
+// that log lines and error messages can be correlated whether or not an OTLP endpoint is
+// set. A no-op provider would give requests without traceparent no id at all.
+func idOnlyTracerProvider() trace.TracerProvider {
+	return sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
+}
+
 // exporterWanted reports whether an OTLP endpoint is configured for signal
 // ("TRACES" or "METRICS") and the exporter is not explicitly "none".
 func exporterWanted(getenv func(string) string, signal string) bool {
@@ -231,7 +238,7 @@ func resolveFlushTimeout(o options) (time.Duration, error) {
 // trace context (for logs and outgoing events) but nothing is recorded.
 func Disabled() *Telemetry {
 	t := &Telemetry{
-		tp:           tracenoop.NewTracerProvider(),
+		tp:           idOnlyTracerProvider(),
 		mp:           metricnoop.NewMeterProvider(),
 		flushTimeout: DefaultFlushTimeout,
 		log:          slog.Default(),

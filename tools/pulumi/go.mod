@@ -1,4 +1,4 @@
-// Builds the pinned Pulumi CLI from the Go module proxy (DESIGN decision 7).
+// Builds the pinned Pulumi CLI from the Go module proxy (docs/design.md, decision 7).
 // Kept as its own module so that the functions' go.mod does not inherit the
 // CLI's dependency tree.
 module challfn.local/tools/pulumi

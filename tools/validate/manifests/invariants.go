@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,9 @@ type Route struct {
 	// Long routes may run a deployment: their gateway timeout must cover the
 	// function's timeoutSeconds.
 	Long bool
+	// GRPC routes carry gRPC calls: the gateway must speak HTTP/2 cleartext
+	// to their backend (ClusterConfig.H2CBackends).
+	GRPC bool
 }
 
 // Policy holds the project's deployment invariants.
@@ -72,6 +76,9 @@ func DefaultPolicy() Policy {
 		Routes: []Route{
 			{Path: "/api/v1/challenge", Type: gatewayv1.PathMatchPathPrefix, Service: "challfn-challenge", Long: true},
 			{Path: "/api/v1/instance", Type: gatewayv1.PathMatchPathPrefix, Service: "challfn-instance", Long: true},
+			// gRPC paths are /<package>.<service>/<method>.
+			{Path: "/api.v1.challenge.ChallengeStore", Type: gatewayv1.PathMatchPathPrefix, Service: "challfn-challenge", Long: true, GRPC: true},
+			{Path: "/api.v1.instance.InstanceManager", Type: gatewayv1.PathMatchPathPrefix, Service: "challfn-instance", Long: true, GRPC: true},
 			{Path: "/healthcheck", Type: gatewayv1.PathMatchExact},
 		},
 		EtcdReplicas: 3,
@@ -85,6 +92,7 @@ const (
 
 type checker struct {
 	p    Policy
+	cc   ClusterConfig
 	objs []Object
 	errs []error
 }
@@ -106,10 +114,11 @@ func (c *checker) find(kind, namespace, name string) (Object, bool) {
 	return Object{}, false
 }
 
-// CheckInvariants checks the project's rules on a whole rendered deployment.
-// Run it after ValidateKnative, which fills Knative's defaults in.
-func CheckInvariants(objs []Object, p Policy) error {
-	c := &checker{p: p, objs: objs}
+// CheckInvariants checks the project's rules on a whole rendered deployment
+// for a cluster configured as cc. Run it after ValidateKnative, which fills
+// Knative's defaults in.
+func CheckInvariants(objs []Object, p Policy, cc ClusterConfig) error {
+	c := &checker{p: p, cc: cc, objs: objs}
 	deploy := c.checkConfig()
 	c.checkServices(deploy)
 	c.checkEventing(deploy)
@@ -213,6 +222,19 @@ func (c *checker) checkService(o Object, s *servingv1.Service, deploy time.Durat
 			c.errorf(o, "container %s: %v", ct.Name, err)
 		} else if err := qualified(ct.Image); err != nil {
 			c.errorf(o, "container %s: %v", ct.Name, err)
+		}
+		// HTTP functions also serve gRPC, which needs the queue-proxy to
+		// forward HTTP/2 (port name h2c; REST works over it too); a
+		// CloudEvent function is served by funcframework, HTTP/1.1 only.
+		port := ""
+		if len(ct.Ports) > 0 {
+			port = ct.Ports[0].Name
+		}
+		switch {
+		case sig == "http" && port != "h2c":
+			c.errorf(o, "container %s: port must be named h2c (gRPC needs HTTP/2 from the queue-proxy), got %q", ct.Name, port)
+		case sig == "cloudevent" && port == "h2c":
+			c.errorf(o, "container %s: port named h2c on a CloudEvent function (funcframework speaks HTTP/1.1 only)", ct.Name)
 		}
 		if sig == "cloudevent" {
 			for name, pr := range map[string]*corev1.Probe{"readiness": ct.ReadinessProbe, "liveness": ct.LivenessProbe, "startup": ct.StartupProbe} {
@@ -398,6 +420,21 @@ func (c *checker) checkRouteTarget(o Object, want Route, rule gatewayv1.HTTPRout
 	svc, _ := c.functionOfHost(rewriteHost(rule))
 	if want.Service != "" && svc != want.Service {
 		c.errorf(o, "%s must go to %s, goes to %q", want.Path, want.Service, svc)
+	}
+	if want.GRPC {
+		for _, br := range rule.BackendRefs {
+			ns := o.Namespace
+			if br.Namespace != nil {
+				ns = string(*br.Namespace)
+			}
+			port := 0
+			if br.Port != nil {
+				port = int(*br.Port)
+			}
+			if key := fmt.Sprintf("%s/%s:%d", ns, br.Name, port); !slices.Contains(c.cc.H2CBackends, key) {
+				c.errorf(o, "%s carries gRPC, but the gateway speaks HTTP/1.1 to its backend %s: give that Service port appProtocol kubernetes.io/h2c (knative/cluster/kourier-internal-h2c-patch.yaml)", want.Path, key)
+			}
+		}
 	}
 	if !want.Long {
 		return

@@ -12,14 +12,40 @@ import (
 	"knative.dev/pkg/apis"
 	servingconfig "knative.dev/serving/pkg/apis/config"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
 
-// ClusterConfig is the part of the target cluster's Knative configuration
-// that changes what Knative accepts: the data of knative-serving's
-// config-features ConfigMap (after our patch is applied).
+// ClusterConfig is the part of the target cluster's configuration that
+// changes what works: the data of knative-serving's config-features
+// ConfigMap (after our patch is applied), and the Service ports the Gateway
+// speaks HTTP/2 cleartext to (after our patch of Knative's ingress Service).
 type ClusterConfig struct {
 	ServingFeatures map[string]string
+	// H2CBackends are "namespace/name:port" of Service ports whose
+	// appProtocol is kubernetes.io/h2c.
+	H2CBackends []string
+}
+
+// LoadH2CPatch reads a strategic-merge patch of a Service (the file the docs
+// apply with kubectl patch) and returns its ports whose appProtocol is
+// kubernetes.io/h2c, as "namespace/name:port" of the Service it patches.
+func LoadH2CPatch(path, namespace, name string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var p corev1.Service
+	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var out []string
+	for _, port := range p.Spec.Ports {
+		if port.AppProtocol != nil && *port.AppProtocol == "kubernetes.io/h2c" {
+			out = append(out, fmt.Sprintf("%s/%s:%d", namespace, name, port.Port))
+		}
+	}
+	return out, nil
 }
 
 // LoadFeaturesPatch reads a merge patch of the form {data: {...}} (the file

@@ -37,6 +37,10 @@ func clusterConfig(t testing.TB) ClusterConfig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cc.H2CBackends, err = LoadH2CPatch(filepath.Join(repoRoot(t), "knative", "cluster", "kourier-internal-h2c-patch.yaml"), "kourier-system", "kourier-internal")
+	if err != nil {
+		t.Fatal(err)
+	}
 	return cc
 }
 
@@ -49,7 +53,7 @@ func check(source string, data []byte, cc ClusterConfig, p Policy) error {
 	if err := ValidateKnative(context.Background(), objs, cc); err != nil {
 		return err
 	}
-	return CheckInvariants(objs, p)
+	return CheckInvariants(objs, p, cc)
 }
 
 var overlays = []string{"dev", "prod"}
@@ -141,6 +145,27 @@ func TestFeaturesPatchIsNeeded(t *testing.T) {
 	err = check("overlays/prod", out, ClusterConfig{}, DefaultPolicy())
 	if err == nil || !strings.Contains(err.Error(), "persistentVolumeClaim") {
 		t.Fatalf("want a refusal of the persistentVolumeClaim volume, got %v", err)
+	}
+}
+
+// Without the patch of Knative's ingress Service, the Gateway would speak
+// HTTP/1.1 to it and gRPC calls would fail: the patch is what makes gRPC
+// routing valid.
+func TestH2CPatchIsNeeded(t *testing.T) {
+	out, err := Render(filepath.Join(repoRoot(t), "knative", "overlays", "prod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := clusterConfig(t)
+	if len(cc.H2CBackends) != 1 || cc.H2CBackends[0] != "kourier-system/kourier-internal:80" {
+		t.Fatalf("h2c backends of the patch: %v", cc.H2CBackends)
+	}
+	cc.H2CBackends = nil
+	err = check("overlays/prod", out, cc, DefaultPolicy())
+	for _, path := range []string{"/api.v1.challenge.ChallengeStore", "/api.v1.instance.InstanceManager"} {
+		if err == nil || !strings.Contains(err.Error(), path+" carries gRPC, but the gateway speaks HTTP/1.1") {
+			t.Fatalf("want a refusal of %s without h2c to the backend, got %v", path, err)
+		}
 	}
 }
 
@@ -413,6 +438,28 @@ func TestBrokenCopies(t *testing.T) {
 			set(t, pick(t, d, "HTTPRoute", "challfn-api"), "spec.rules.2.filters.0.urlRewrite.hostname", "challfn-janitor.challfn.svc.cluster.local")
 			return d
 		}, "REST requests routed to the CloudEvent function"},
+		{"gRPC route missing", func(t *testing.T, d []doc) []doc {
+			r := pick(t, d, "HTTPRoute", "challfn-api")
+			rules := get(t, r, "spec.rules").([]any)
+			set(t, r, "spec.rules", append(append([]any{}, rules[:2]...), rules[3:]...))
+			return d
+		}, "no HTTPRoute rule matches PathPrefix /api.v1.challenge.ChallengeStore"},
+		{"gRPC to the wrong function", func(t *testing.T, d []doc) []doc {
+			set(t, pick(t, d, "HTTPRoute", "challfn-api"), "spec.rules.3.filters.0.urlRewrite.hostname", "challfn-challenge.challfn.svc.cluster.local")
+			return d
+		}, "/api.v1.instance.InstanceManager must go to challfn-instance"},
+		{"gRPC stream cut by the gateway", func(t *testing.T, d []doc) []doc {
+			set(t, pick(t, d, "HTTPRoute", "challfn-api"), "spec.rules.2.timeouts.request", "15s")
+			return d
+		}, "/api.v1.challenge.ChallengeStore: timeouts.request 15s is shorter"},
+		{"HTTP function port http1 (no gRPC through the queue-proxy)", func(t *testing.T, d []doc) []doc {
+			set(t, pick(t, d, ksvc, "challfn-instance"), ctr+"ports.0.name", "http1")
+			return d
+		}, "port must be named h2c"},
+		{"janitor port h2c", func(t *testing.T, d []doc) []doc {
+			set(t, pick(t, d, ksvc, "challfn-janitor"), ctr+"ports.0.name", "h2c")
+			return d
+		}, "port named h2c on a CloudEvent function"},
 		{"gateway timeout too short", func(t *testing.T, d []doc) []doc {
 			set(t, pick(t, d, "HTTPRoute", "challfn-api"), "spec.rules.0.timeouts.request", "15s")
 			return d

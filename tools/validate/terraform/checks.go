@@ -20,7 +20,7 @@ var Schema = map[string][]string{
 		"name", "location", "ingress", "deletion_protection",
 		"template.service_account", "template.timeout", "template.max_instance_request_concurrency",
 		"template.scaling.min_instance_count", "template.scaling.max_instance_count",
-		"template.containers.image", "template.containers.ports.container_port",
+		"template.containers.image", "template.containers.ports.name", "template.containers.ports.container_port",
 		"template.containers.resources.limits", "template.containers.startup_probe",
 	},
 	"google_storage_bucket":                        {"name", "location", "uniform_bucket_level_access", "public_access_prevention", "versioning.enabled"},
@@ -37,7 +37,7 @@ var Schema = map[string][]string{
 	"google_project_service":                       {"service"},
 	"google_compute_global_address":                {"name"},
 	"google_compute_region_network_endpoint_group": {"name", "region", "network_endpoint_type", "cloud_run.service"},
-	"google_compute_backend_service":               {"name", "load_balancing_scheme", "backend.group"},
+	"google_compute_backend_service":               {"name", "load_balancing_scheme", "protocol", "backend.group"},
 	"google_compute_url_map":                       {"name", "default_service", "host_rule.hosts", "host_rule.path_matcher", "path_matcher.name", "path_matcher.default_service", "path_matcher.path_rule.paths", "path_matcher.path_rule.service"},
 	"google_compute_managed_ssl_certificate":       {"name", "managed.domains"},
 	"google_compute_target_https_proxy":            {"name", "url_map", "ssl_certificates"},
@@ -77,6 +77,9 @@ func DefaultPolicy() Policy {
 			"/healthcheck":        "challenge",
 			"/api/v1/instance":    "instance",
 			"/api/v1/instance/*":  "instance",
+			// gRPC: /<package>.<service>/<method>.
+			"/api.v1.challenge.ChallengeStore/*": "challenge",
+			"/api.v1.instance.InstanceManager/*": "instance",
 		},
 		EventsPath:       "/events",
 		EventsService:    "instance",
@@ -112,6 +115,7 @@ func Check(m *Module, p Policy, vars map[string]cty.Value) error {
 	c.checkRun()
 	c.checkPublic()
 	c.checkEvents()
+	c.checkBackends()
 	c.checkURLMap()
 	return errors.Join(c.errs...)
 }
@@ -234,6 +238,19 @@ func (c *checker) checkRun() {
 			} else if d < c.p.MinRequestTimeout || d > c.p.MaxRequestTimeout {
 				c.errorf(r, "timeout %s outside %s..%s (a deployment must fit in one request)", d, c.p.MinRequestTimeout, c.p.MaxRequestTimeout)
 			}
+			// Functions behind the load balancer serve gRPC too: end-to-end
+			// HTTP/2 (port name h2c). The janitor is funcframework's HTTP/1.1.
+			if v, err := eval(r.Body, "template.containers.ports.name", ictx); err != nil {
+				c.errorf(r, "ports.name must be computable from variables: %v", err)
+			} else if each, ok := ictx.Variables["each"]; ok {
+				want := "h2c"
+				if each.GetAttr("key").AsString() == c.p.Janitor {
+					want = "http1"
+				}
+				if v.AsString() != want {
+					c.errorf(r, "%s: ports.name %q, want %q", each.GetAttr("key").AsString(), v.AsString(), want)
+				}
+			}
 			if v, err := eval(r.Body, "ingress", ictx); err != nil {
 				c.errorf(r, "ingress must be computable from variables: %v", err)
 			} else if v.AsString() == "INGRESS_TRAFFIC_ALL" {
@@ -330,6 +347,19 @@ func (c *checker) checkEvents() {
 			if !headers[h] {
 				c.errorf(r, "http_target.headers lacks %s: the janitor (a CloudEvent function) would answer 400", h)
 			}
+		}
+	}
+}
+
+// checkBackends: the load balancer speaks HTTP/2 to the functions, or gRPC
+// calls would be downgraded to HTTP/1.1 on the way.
+func (c *checker) checkBackends() {
+	for _, r := range c.byType("google_compute_backend_service") {
+		v, err := eval(r.Body, "protocol", c.ctx)
+		if err != nil {
+			c.errorf(r, "protocol must be computable: %v", err)
+		} else if v.AsString() != "HTTP2" {
+			c.errorf(r, "protocol %q: gRPC needs HTTP2 to the functions", v.AsString())
 		}
 	}
 }
