@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 	"github.com/challfn/challfn/internal/testenv"
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/iac"
+	"github.com/challfn/challfn/shared/identity"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/store"
 )
@@ -51,6 +53,8 @@ func fltServerBin(t testing.TB) string {
 			fltBinErr = err
 			return
 		}
+		// Readable by every uid: a function process may run as another user (fltShared.UID).
+		_ = os.Chmod(dir, 0o755)
 		fltBin = filepath.Join(dir, "testserver")
 		cmd := exec.Command("go", "build", "-o", fltBin, "./internal/testserver")
 		cmd.Dir = testenv.Root()
@@ -73,6 +77,9 @@ type fltShared struct {
 	Engine    *iac.Engine // a client of the backend, for listing stacks
 	Store     *store.Store
 	Env       map[string]string // extra variables of every process
+	// UID, when not 0, is the user (and group) the function processes run as, as in the
+	// images (65532); the test makes the shared folders theirs.
+	UID int
 }
 
 // fltSetup makes the shared parts around endpoints (an etcd the caller runs).
@@ -116,6 +123,11 @@ type fltProc struct {
 	cmd  *exec.Cmd
 	log  *fltLog
 	done chan struct{}
+	t    testing.TB
+	// owner marks the environment of the process and, inherited, of every process it
+	// starts (engine, supervisor, language host, providers, programs): fltOwned finds
+	// them all.
+	owner string
 }
 
 type fltLog struct {
@@ -155,6 +167,8 @@ func fltStart(t testing.TB, s *fltShared, extra map[string]string) *fltProc {
 		vars[k] = v
 	}
 	delete(vars, "EVENTS_SINK_URL") // TESTSERVER_EVENTS chooses
+	owner := fmt.Sprintf("%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), time.Now().UnixNano())
+	vars[fltOwnerEnv] = owner
 	for k, v := range s.Env {
 		vars[k] = v
 	}
@@ -166,7 +180,10 @@ func fltStart(t testing.TB, s *fltShared, extra map[string]string) *fltProc {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &fltProc{cmd: cmd, log: &fltLog{}, done: make(chan struct{})}
+	if s.UID != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(s.UID), Gid: uint32(s.UID)}
+	}
+	p := &fltProc{cmd: cmd, log: &fltLog{}, done: make(chan struct{}), t: t, owner: owner}
 	cmd.Stderr = p.log
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -208,13 +225,154 @@ func fltTail(s string, n int) string {
 	return s
 }
 
-// Kill is kill -9 of the process and its engine processes.
-func (p *fltProc) Kill() {
+// Kill is kill -9 of the process' group, as a container kill does to a function
+// instance. Every process the function started, directly or not (engine, supervisor,
+// language host, providers, programs and their children), must be gone soon after
+// (issue 11): a leftover fails the test.
+func (p *fltProc) Kill() time.Duration { return p.end(-p.cmd.Process.Pid, syscall.SIGKILL) }
+
+// Term is SIGTERM to the function process alone, as the platform sends before stopping
+// an instance; the same must follow as for Kill.
+func (p *fltProc) Term() time.Duration { return p.end(p.cmd.Process.Pid, syscall.SIGTERM) }
+
+// KillAlone is kill -9 of the function process alone (not its group).
+func (p *fltProc) KillAlone() time.Duration { return p.end(p.cmd.Process.Pid, syscall.SIGKILL) }
+
+// end sends sig to target and returns how long it took until the function process and
+// every process of its tree were gone.
+func (p *fltProc) end(target int, sig syscall.Signal) time.Duration {
 	if p.cmd.Process == nil {
-		return
+		return 0
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
+	select {
+	case <-p.done:
+		return 0 // ended before
+	default:
+	}
+	before := fltTree(p.cmd.Process.Pid, p.owner)
+	start := time.Now()
+	_ = syscall.Kill(target, sig)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		p.t.Errorf("function process did not exit after %s", sig)
+	}
+	left := fltOutlived(before, p.owner, 15*time.Second)
+	took := time.Since(start)
+	if len(left) > 0 {
+		p.t.Errorf("after %s of the function process, its processes outlived it: %v", sig, left)
+		for _, q := range left {
+			_ = syscall.Kill(q.pid, syscall.SIGKILL)
+		}
+	}
+	return took
+}
+
+// fltOwnerEnv marks every process of a function process' tree (see fltProc.owner).
+const fltOwnerEnv = "CHALLFN_TEST_OWNER"
+
+// fltPS is a process as /proc showed it.
+type fltPS struct {
+	pid, ppid, session int
+	start              string // start time: a recycled pid is another process
+	desc               string
+}
+
+func (q fltPS) String() string { return fmt.Sprintf("%d %s", q.pid, q.desc) }
+
+// fltProcs reads every process of the machine.
+func fltProcs() map[int]fltPS {
+	out := map[int]fltPS{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		sid, _ := strconv.Atoi(f[3])
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		out[pid] = fltPS{pid: pid, ppid: ppid, session: sid, start: f[19], desc: strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))}
+	}
+	return out
+}
+
+// fltTree lists the processes of the function process root: its descendants in its
+// session (the engine's tree, the jails' inits and programs), and every process that
+// carries the owner mark (a program's daemon in a session of its own carries it too).
+// A deployed resource (a provider's Service, in a session of its own, started without
+// the environment) is not one of them.
+func fltTree(root int, owner string) []fltPS {
+	all := fltProcs()
+	sid := all[root].session
+	children := map[int][]int{}
+	for pid, q := range all {
+		children[q.ppid] = append(children[q.ppid], pid)
+	}
+	seen := map[int]bool{}
+	var out []fltPS
+	var walk func(int)
+	walk = func(p int) {
+		for _, c := range children[p] {
+			if q := all[c]; !seen[c] && q.session == sid {
+				seen[c] = true
+				out = append(out, q)
+				walk(c)
+			}
+		}
+	}
+	walk(root)
+	mark := []byte(fltOwnerEnv + "=" + owner + "\x00")
+	for pid, q := range all {
+		if seen[pid] || pid == root {
+			continue
+		}
+		if env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ"); err == nil && bytes.Contains(env, mark) {
+			seen[pid] = true
+			out = append(out, q)
+			walk(pid)
+		}
+	}
+	return out
+}
+
+// fltOutlived waits up to d for every process of before, and every process with the
+// owner mark, to be gone, and returns those still there.
+func fltOutlived(before []fltPS, owner string, d time.Duration) []fltPS {
+	var left []fltPS
+	for deadline := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		all := fltProcs()
+		left = left[:0]
+		seen := map[int]bool{}
+		for _, q := range before {
+			if now, ok := all[q.pid]; ok && now.start == q.start {
+				left = append(left, q)
+				seen[q.pid] = true
+			}
+		}
+		for _, q := range fltTree(-1, owner) {
+			if !seen[q.pid] {
+				left = append(left, q)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+	}
 }
 
 // Stop freezes the function process only (SIGSTOP): its engine processes
@@ -464,7 +622,7 @@ func fltLeak(t testing.TB, s *fltShared, p *fltProc, cid string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Engine.Create(context.Background(), sc.Program, iac.NewIdentity(), nil); err != nil {
+	if _, err := s.Engine.Create(context.Background(), sc.Program, identity.New(), nil); err != nil {
 		t.Fatal(err)
 	}
 }

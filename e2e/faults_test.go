@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,6 +306,101 @@ func TestFaultKill(t *testing.T) {
 		fltAccounted(t, s)
 		t.Logf("FIGURES kill between the etcd write and the response: instance served by another process after median %s, data lost 0", median(recov))
 	})
+}
+
+// Nothing outlives its owner (issue 11): a function process ended in the middle of a
+// create, while its engine, the supervisor, the language host, a resource provider, the
+// jailed program and the program's daemons all run (scenarios/attacker), by kill -9 of
+// its process group, kill -9 of the process alone, or SIGTERM: every one of them is gone
+// soon after (fltProc.end counts them). The provider's Service is a deployed resource,
+// in a session of its own: it stays, for the janitor to destroy with its stack.
+func TestFaultNothingOutlives(t *testing.T) {
+	srv := etcdtest.Server(t)
+	s := fltSetup(t, srv.Endpoints())
+	ref := fltPush(t, s, "attacker")
+	// The operation must outlast the wait for its whole tree; its stack lock is broken
+	// DEPLOY_TIMEOUT + 10 s after the kill (shared/iac/stale.go).
+	slow := map[string]string{"TESTSERVER_EVENTS": "inline", "DEPLOY_TIMEOUT": "20s"}
+	b := fltStart(t, s, slow)
+	must(t, b.URL, "POST", "/api/v1/challenge", `{"id":"o","scenario":"`+ref+`","timeout":"600s"}`, http.StatusOK)
+	var services []int
+	t.Cleanup(func() {
+		for _, pid := range services {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	for i, tc := range []struct {
+		name string
+		end  func(*fltProc) time.Duration
+	}{
+		{"kill -9 of the process group", (*fltProc).Kill},
+		{"kill -9 of the process alone", (*fltProc).KillAlone},
+		{"SIGTERM", (*fltProc).Term},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := fltStart(t, s, slow)
+			m := fmt.Sprintf("outlive-daemon-%d-%d", i, time.Now().UnixNano())
+			body := fmt.Sprintf(`{"challengeId":"o","sourceId":"out-%d","additional":{"mode":"attack","marker":%q,"service":"yes","sleep":"90s"}}`, i, m)
+			go send(context.Background(), a.URL, "POST", "/api/v1/instance", body)
+			kinds := map[string]int{}
+			var tree []fltPS
+			for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				tree = fltTree(a.cmd.Process.Pid, a.owner)
+				kinds = fltKinds(tree, m)
+				if kinds["engine"] > 0 && kinds["supervisor"] > 0 && kinds["language host"] > 0 && kinds["provider"] > 0 &&
+					kinds["jail"] > 0 && kinds["program"] > 0 && kinds["daemon"] >= 3 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the tree never ran whole: %v\n%v", kinds, tree)
+				}
+			}
+			for _, q := range fltProcs() {
+				if strings.Contains(q.desc, "pulumi-resource-challfn-local serve") && slices.ContainsFunc(tree, func(p fltPS) bool { return p.pid == q.ppid }) {
+					services = append(services, q.pid)
+				}
+			}
+			took := tc.end(a)
+			t.Logf("FIGURES %s during a create: %d processes (%v) all gone %s after", tc.name, len(tree), kinds, took)
+		})
+	}
+	// The janitor destroys the leaked stacks, and with them the Services their state
+	// knows. A Service the engine was killed before recording is a leaked resource, as a
+	// cloud resource would be: not a process of the tree (the cleanup kills it).
+	fltRepair(t, s, b, 90*time.Second)
+	leaked := 0
+	for _, pid := range services {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+			leaked++
+		}
+	}
+	t.Logf("Services: %d deployed, %d not in their stack's state when the engine was killed", len(services), leaked)
+}
+
+// fltKinds counts the processes of a function's tree by what they are.
+func fltKinds(tree []fltPS, daemon string) map[string]int {
+	kinds := map[string]int{}
+	for _, q := range tree {
+		switch {
+		case strings.Contains(q.desc, daemon), strings.HasPrefix(q.desc, "sleep 3599."):
+			kinds["daemon"]++
+		case strings.Contains(q.desc, "challfn-sandbox engine"):
+			kinds["supervisor"]++
+		case strings.Contains(q.desc, "challfn-sandbox jail"):
+			kinds["jail"]++
+		case strings.Contains(q.desc, "pulumi-language-go"):
+			kinds["language host"]++
+		case strings.Contains(q.desc, "pulumi-resource-"):
+			kinds["provider"]++
+		case strings.HasPrefix(q.desc, filepath.Join(testenv.Root(), ".bin", "pulumi")+" "):
+			kinds["engine"]++
+		case strings.Contains(q.desc, "/scenarios/"):
+			kinds["program"]++
+		default:
+			kinds["other: "+q.desc]++
+		}
+	}
+	return kinds
 }
 
 func fltFirst(s []string) string {

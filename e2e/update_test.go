@@ -258,7 +258,13 @@ func lcFlakyScenario(t testing.TB, env *testenv.Env) string {
 func TestHotUpdateFailureVisible(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ref := lcFlakyScenario(t, env)
-	flag := filepath.Join(t.TempDir(), "fail")
+	// The scenario runs in a jail (shared/sandbox) that shows it its own folder only:
+	// the file that makes it fail is put there, in the scenario cache.
+	dg, err := env.App.Scenarios.Resolve(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flag := filepath.Join(env.App.Config.CacheDir, "scenarios", strings.TrimPrefix(dg, "sha256:"), "fail")
 	lcCreateChallenge(t, env, fmt.Sprintf(`{"id":"flaky","scenario":%q,"timeout":"600s","additional":{"failIfExists":%q}}`, ref, flag))
 	ins := lcCreateInstances(t, env, "flaky", []string{"a", "b", "c"})
 

@@ -5,9 +5,10 @@
 #
 # Always: builds every binary the images contain (static, -trimpath) into
 # .cache/images/<function>/ with the layout of the image, and smoke-tests
-# them (static linking, the pinned pulumi version, the language host beside
-# the engine, each function serving /healthcheck or accepting a CloudEvent
-# when its main exists, the HTTP functions over HTTP/1.1, h2c and gRPC). Then, if a container engine answers (docker,
+# them (static linking, the pinned pulumi version, the language host and
+# challfn-sandbox beside the engine, the jail a scenario program gets here,
+# each function serving /healthcheck or accepting a CloudEvent when its main
+# exists, the HTTP functions over HTTP/1.1, h2c and gRPC). Then, if a container engine answers (docker,
 # podman or buildah), builds REG/challfn-<function>:TAG for each function
 # and pushes them with --push. Without an engine it says so and stops after
 # the binaries: build the images elsewhere with the same command.
@@ -43,7 +44,7 @@ export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
 rm -rf "$stage"
 mkdir -p "$stage/bin"
 built=()
-for pkg in pulumi-language-go challfn-challenge challfn-instance challfn-janitor; do
+for pkg in pulumi-language-go challfn-sandbox challfn-challenge challfn-instance challfn-janitor; do
 	if [[ -d "$root/cmd/$pkg" ]]; then
 		(cd "$root" && go build -ldflags "-s -w" -o "$stage/bin/$pkg" "./cmd/$pkg")
 		built+=("$pkg")
@@ -57,6 +58,7 @@ for fn in "${functions[@]}"; do
 	mkdir -p "$d"
 	cp "$stage/bin/pulumi" "$d/"
 	[[ -x "$stage/bin/pulumi-language-go" ]] && cp "$stage/bin/pulumi-language-go" "$d/"
+	[[ -x "$stage/bin/challfn-sandbox" ]] && cp "$stage/bin/challfn-sandbox" "$d/"
 	[[ -x "$stage/bin/challfn-$fn" ]] && cp "$stage/bin/challfn-$fn" "$d/"
 done
 
@@ -71,7 +73,11 @@ got="$("$stage/bin/pulumi" version)"
 for fn in "${functions[@]}"; do
 	d="$stage/$fn/usr/local/bin"
 	[[ -x "$d/pulumi-language-go" ]] || fail "$fn: no pulumi-language-go next to pulumi"
+	[[ -x "$d/challfn-sandbox" ]] || fail "$fn: no challfn-sandbox next to pulumi"
 done
+# The jail scenario programs get on this machine (the images get theirs at start, logged
+# as sandbox.flavor; docs/threat-model.md says which guarantee holds where).
+"$stage/bin/challfn-sandbox" probe >&2 || fail "challfn-sandbox probe"
 
 # A function main must start and answer on loopback. Only what needs no
 # external service is exercised: /healthcheck for the HTTP functions (503 with

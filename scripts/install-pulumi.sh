@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the pinned Pulumi CLI and challfn's Go language host into .bin/ (docs/design.md, decision 7).
+# Installs the pinned Pulumi CLI, challfn's Go language host and challfn-sandbox (the
+# supervisor of engine process trees and jail of scenario programs) into .bin/
+# (docs/design.md, decision 7; docs/threat-model.md).
 #
 # .bin/pulumi is built from the tools/pulumi module (a few minutes cold) only when missing or
-# not the pinned version. .bin/pulumi-language-go is rebuilt every time: it is small and the
-# Go build cache makes it cheap. The engine finds the language host next to its own
-# executable, so both must stay side by side.
+# not the pinned version. .bin/pulumi-language-go and .bin/challfn-sandbox are rebuilt every
+# time: they are small and the Go build cache makes it cheap. The engine finds the language
+# host next to its own executable, and shared/iac challfn-sandbox next to the engine, so all
+# three must stay side by side. challfn-sandbox is static (CGO_ENABLED=0), as in the images.
 set -euo pipefail
 
 PULUMI_VERSION=v3.220.0
@@ -28,6 +31,8 @@ fi
 (
 	cd "$root"
 	go build -o "$bin/pulumi-language-go.tmp" ./cmd/pulumi-language-go
+	CGO_ENABLED=0 go build -o "$bin/challfn-sandbox.tmp" ./cmd/challfn-sandbox
 )
 mv -f "$bin/pulumi-language-go.tmp" "$bin/pulumi-language-go"
-echo "pulumi-language-go built into $bin" >&2
+mv -f "$bin/challfn-sandbox.tmp" "$bin/challfn-sandbox"
+echo "pulumi-language-go and challfn-sandbox built into $bin" >&2

@@ -27,6 +27,7 @@ import (
 	"github.com/challfn/challfn/internal/localstack"
 	"github.com/challfn/challfn/internal/registry"
 	"github.com/challfn/challfn/shared/config"
+	"github.com/challfn/challfn/shared/sandbox"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
@@ -42,6 +43,8 @@ func main() {
 		monitor   = flag.Bool("monitoring", false, "also run the monitoring stack of knative/monitoring/local on 127.0.0.1 (Jaeger :16686, Prometheus :9090, Alertmanager :9093; scripts/install-monitoring.sh) and export to it")
 	)
 	flag.Parse()
+	// The environment holds challfn's credentials (see shared/funcmain).
+	_ = sandbox.SetUndumpable()
 	proc, perr := config.ProcessFromEnv()
 	log := telemetry.NewLogger(os.Stderr, telemetry.LogOptions{Level: proc.LogLevel, LogSourceID: proc.LogSourceID})
 	slog.SetDefault(log)

@@ -35,6 +35,7 @@ import (
 	"github.com/challfn/challfn/internal/allinone"
 	"github.com/challfn/challfn/shared/bootstrap"
 	"github.com/challfn/challfn/shared/httpx"
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 func main() {
@@ -46,6 +47,8 @@ func main() {
 
 func run() error {
 	ctx := context.Background()
+	// As the function binaries do (shared/funcmain).
+	_ = sandbox.SetUndumpable()
 	addr := os.Getenv("TESTSERVER_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:0"

@@ -31,6 +31,7 @@ import (
 	"github.com/challfn/challfn/shared/iac"
 	"github.com/challfn/challfn/shared/lock"
 	"github.com/challfn/challfn/shared/manager"
+	"github.com/challfn/challfn/shared/sandbox"
 	"github.com/challfn/challfn/shared/scenario"
 	"github.com/challfn/challfn/shared/store"
 	"github.com/challfn/challfn/shared/telemetry"
@@ -89,11 +90,16 @@ func New(ctx context.Context, cfg config.Config, function string, log *slog.Logg
 		// (the instance's writer lock, a fresh identity, the janitor's
 		// orphan grace): a stack lock it meets is a dead engine's.
 		ExclusiveStacks: true,
+		Sandbox:         cfg.ScenarioSandbox,
+		SandboxBin:      cfg.SandboxBin,
+		// Scenario programs see their own folder, never the others' nor the cache.
+		Hide: []string{cfg.CacheDir},
 	})
 	if err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("pulumi engine: %w", err)
 	}
+	logSandbox(ctx, log, a.Engine)
 	a.Scenarios, err = scenario.New(ctx, scenario.Config{
 		StoreURL: cfg.ScenarioStoreURL,
 		CacheDir: cfg.CacheDir,
@@ -375,4 +381,16 @@ func StoreCounter(st *store.Store) telemetry.Counter {
 		}
 		return c, nil
 	})
+}
+
+// logSandbox says which containment scenario programs get here (docs/threat-model.md):
+// a warning when it is less than a jail with namespaces.
+func logSandbox(ctx context.Context, log *slog.Logger, e *iac.Engine) {
+	flavor, degraded := e.Sandbox()
+	if flavor == sandbox.FlavorNone {
+		log.WarnContext(ctx, "scenario programs run without a jail: they can read what this function's user can read and reach its network; only the end of their processes is guaranteed (set SCENARIO_SANDBOX=require to refuse this)",
+			"sandbox.flavor", flavor, "sandbox.refused", degraded)
+		return
+	}
+	log.InfoContext(ctx, "scenario programs run in a jail", "sandbox.flavor", flavor, "sandbox.refused", degraded)
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 // Config is the whole configuration of a challfn function.
@@ -49,6 +51,12 @@ type Config struct {
 	PoolMaxLimit       int64
 	AdditionalMaxBytes int64
 	Debug              bool
+	// ScenarioSandbox is SCENARIO_SANDBOX: how scenario programs and engine process
+	// trees are contained (shared/sandbox: auto, require, off).
+	ScenarioSandbox sandbox.Mode
+	// SandboxBin is CHALLFN_SANDBOX_BIN: challfn-sandbox, when it is not next to the
+	// Pulumi CLI nor on PATH.
+	SandboxBin string
 }
 
 // DefaultEngineConcurrency is ENGINE_CONCURRENCY's default: two engine
@@ -116,6 +124,10 @@ func Load(env Getenv) (Config, error) {
 	c.PoolMinLimit, errs = integer(env, "POOL_MIN_LIMIT", 100, errs)
 	c.PoolMaxLimit, errs = integer(env, "POOL_MAX_LIMIT", 100_000, errs)
 	c.AdditionalMaxBytes, errs = integer(env, "ADDITIONAL_MAX_BYTES", 64<<10, errs)
+	if c.ScenarioSandbox, err = sandbox.ParseMode(env("SCENARIO_SANDBOX")); err != nil {
+		errs = append(errs, fmt.Errorf("SCENARIO_SANDBOX: %w", err))
+	}
+	c.SandboxBin = env("CHALLFN_SANDBOX_BIN")
 
 	if c.CacheDir == "" {
 		dir, err := os.UserCacheDir()

@@ -4,9 +4,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 func envOf(m map[string]string) Getenv { return func(k string) string { return m[k] } }
@@ -103,6 +106,36 @@ func TestLoadProcess(t *testing.T) {
 			}
 			if got != tt.want {
 				t.Fatalf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadLanghost(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    Langhost
+		wantErr string
+	}{
+		{name: "defaults", want: Langhost{CacheDir: defaultLanghostCache(), Sandbox: sandbox.Auto}},
+		{name: "values", env: map[string]string{
+			"CHALLFN_LANGHOST_CACHE": "/c", sandbox.EnvMode: "require", sandbox.EnvBin: "/b/challfn-sandbox",
+			sandbox.EnvHide: sandbox.HideList("/state", "", "/cache"),
+		}, want: Langhost{CacheDir: "/c", Sandbox: sandbox.Require, SandboxBin: "/b/challfn-sandbox", Hide: []string{"/state", "/cache"}}},
+		{name: "bad mode", env: map[string]string{sandbox.EnvMode: "maybe"}, wantErr: sandbox.EnvMode},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := LoadLanghost(envOf(tt.env))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one naming %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("got %+v, %v\nwant %+v", got, err, tt.want)
 			}
 		})
 	}

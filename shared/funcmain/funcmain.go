@@ -16,6 +16,7 @@ import (
 
 	"github.com/challfn/challfn/shared/config"
 	"github.com/challfn/challfn/shared/httpx"
+	"github.com/challfn/challfn/shared/sandbox"
 	"github.com/challfn/challfn/shared/telemetry"
 	"github.com/challfn/challfn/shared/version"
 )
@@ -32,6 +33,9 @@ import (
 // is served by the functions framework.
 func Run(service, target string, h http.Handler) {
 	ctx := context.Background()
+	// The environment holds challfn's credentials: no process of the same uid (a
+	// scenario program without a jail) may read them through /proc.
+	_ = sandbox.SetUndumpable()
 	p, perr := config.ProcessFromEnv()
 	logger := telemetry.NewLogger(os.Stderr, telemetry.LogOptions{Level: p.LogLevel, LogSourceID: p.LogSourceID})
 	slog.SetDefault(logger)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
+
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 // countingPulumi puts a wrapper script at <root>/bin/pulumi that logs each invocation, then
@@ -27,10 +29,12 @@ func countingPulumi(b *testing.B) (root, bin string, take func() int) {
 	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
 		b.Fatal(err)
 	}
-	// The wrapper's directory comes first on PATH: keep our language host there too.
-	if err := os.Symlink(filepath.Join(filepath.Dir(pulumiBin), "pulumi-language-go"),
-		filepath.Join(root, "bin", "pulumi-language-go")); err != nil {
-		b.Fatal(err)
+	// The wrapper's directory comes first on PATH: keep our language host there too, and
+	// challfn-sandbox, which the Engine looks for next to the CLI.
+	for _, name := range []string{"pulumi-language-go", "challfn-sandbox"} {
+		if err := os.Symlink(filepath.Join(filepath.Dir(pulumiBin), name), filepath.Join(root, "bin", name)); err != nil {
+			b.Fatal(err)
+		}
 	}
 	take = func() int {
 		data, _ := os.ReadFile(log)
@@ -40,11 +44,16 @@ func countingPulumi(b *testing.B) (root, bin string, take func() int) {
 	return root, bin, take
 }
 
-// measure times fn b.N times and reports the median and the pulumi processes per run.
+// measure times fn b.N times and reports the median and, when take counts them, the
+// pulumi processes per run.
 func measure(b *testing.B, take func() int, setup func(i int), fn func(i int) error) {
 	b.Helper()
 	var times []time.Duration
 	procs := 0
+	counted := take != nil
+	if !counted {
+		take = func() int { return 0 }
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -65,7 +74,9 @@ func measure(b *testing.B, take func() int, setup func(i int), fn func(i int) er
 	b.StopTimer()
 	slices.Sort(times)
 	b.ReportMetric(float64(times[len(times)/2].Milliseconds()), "median-ms")
-	b.ReportMetric(float64(procs)/float64(b.N), "procs/op")
+	if counted {
+		b.ReportMetric(float64(procs)/float64(b.N), "procs/op")
+	}
 }
 
 func benchEngine(b *testing.B, bin string) *Engine {
@@ -163,4 +174,41 @@ func BenchmarkEngine(b *testing.B) {
 		}
 		measure(b, take, nil, func(i int) error { return create(id(i)) })
 	})
+}
+
+// BenchmarkSandbox: the cost of the containment per create and destroy (the supervisor
+// around every CLI process, the program's jail), against sandbox.Off, median of b.N:
+//
+//	go test ./shared/iac -run '^$' -bench BenchmarkSandbox -benchtime=5x
+func BenchmarkSandbox(b *testing.B) {
+	ctx := context.Background()
+	p := scenario(b, "outputs")
+	for _, mode := range []sandbox.Mode{sandbox.Require, sandbox.Off} {
+		e, err := New(Config{PulumiBin: pulumiBin, BackendURL: "file://" + b.TempDir(), Passphrase: testPassphrase, TempDir: b.TempDir(), Sandbox: mode})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := e.Create(ctx, p, "warmup0000000000", nil); err != nil { // compile once
+			b.Fatal(err)
+		}
+		flavor, _ := e.Sandbox()
+		// Fresh identities across the benchmark's runs (b.N=1 first, then b.N).
+		n := 0
+		next := func() string { n++; return fmt.Sprintf("sb%014d", n) }
+		b.Run("Create/"+string(mode)+"/"+string(flavor), func(b *testing.B) {
+			measure(b, nil, nil, func(int) error {
+				_, err := e.Create(ctx, p, next(), nil)
+				return err
+			})
+		})
+		b.Run("Destroy/"+string(mode)+"/"+string(flavor), func(b *testing.B) {
+			var id string
+			measure(b, nil, func(int) {
+				id = next()
+				if _, err := e.Create(ctx, p, id, nil); err != nil {
+					b.Fatal(err)
+				}
+			}, func(int) error { return e.Destroy(ctx, p, id) })
+		})
+	}
 }

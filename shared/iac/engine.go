@@ -2,9 +2,6 @@ package iac
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,11 +19,13 @@ import (
 
 	"github.com/challfn/challfn/shared/bucketurl"
 	"github.com/challfn/challfn/shared/config"
+	"github.com/challfn/challfn/shared/identity"
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 // Config configures an Engine.
 type Config struct {
-	// PulumiBin is the Pulumi CLI; default $CHALLFN_PULUMI, else `pulumi` on PATH. The
+	// PulumiBin is the Pulumi CLI (CHALLFN_PULUMI in shared/config); default `pulumi` on PATH. The
 	// language host pulumi-language-go must sit next to it (or be on PATH).
 	PulumiBin string
 	// BackendURL is where stack state lives: file://, gs://, s3://, azblob://, ...
@@ -38,15 +37,22 @@ type Config struct {
 	// environment (KUBECONFIG and the like reach the program either way).
 	Env []string
 	// OpTimeout bounds each engine operation (up, destroy, preview, ...). Default
-	// config.DefaultDeployTimeout. On expiry the engine is interrupted, then killed 10 s later (the
-	// Automation API's PulumiCommand.Run does both).
+	// config.DefaultDeployTimeout. On expiry the engine is interrupted, and its whole process tree
+	// killed killGrace later (command.Run).
 	OpTimeout time.Duration
 	// TempDir is where per-operation work directories are made; default os.TempDir().
-	// When PulumiBin is not in a directory named `bin`, the installation root that
-	// auto.NewPulumiCommand needs (a link to PulumiBin) is made there too, once.
 	TempDir string
+	// Sandbox is how scenario programs and engine process trees are contained
+	// (SCENARIO_SANDBOX, shared/sandbox); "" is sandbox.Auto.
+	Sandbox sandbox.Mode
+	// SandboxBin is challfn-sandbox (CHALLFN_SANDBOX_BIN); default next to the CLI,
+	// else on PATH. Required unless Sandbox is sandbox.Off.
+	SandboxBin string
+	// Hide are host paths a scenario program never sees, in addition to the file://
+	// backend's folder, TempDir and PULUMI_HOME (the scenario cache, ...).
+	Hide []string
 	// NewIdentity makes identities for blue-green updates and previews; default
-	// NewIdentity (docs/contract.md §4.13).
+	// identity.New (docs/contract.md §4.13).
 	NewIdentity func() string
 	// MaxProcesses bounds how many engine processes of operations (`stack
 	// init`, `up`, `destroy`, `preview`...) run at once; more wait their turn
@@ -70,17 +76,20 @@ type Config struct {
 type Engine struct {
 	cfg Config
 	bin string
-	// cmd runs every CLI process of every workspace: made once, as NewPulumiCommand runs
-	// `pulumi version` each time.
-	cmd auto.PulumiCommand
+	// cmd runs every CLI process of every workspace (command.go).
+	cmd *command
+	// flavor is the jail scenario programs get here (found by New), degraded why no
+	// stronger one.
+	flavor   sandbox.Flavor
+	degraded string
 	// slots bounds the concurrent engine processes (Config.MaxProcesses);
 	// nil when unbounded.
 	slots chan struct{}
 }
 
-// New checks cfg and returns an Engine. It starts one process, the `pulumi version` that
-// auto.NewPulumiCommand always runs (the version check itself is skipped: the CLI is the
-// one this module is built against, see scripts/install-pulumi.sh).
+// New checks cfg and returns an Engine. Unless cfg.Sandbox is sandbox.Off, it runs one
+// trivial program the way scenario programs will run (sandbox.Probe) to learn which jail
+// this machine allows: with sandbox.Require, New fails when that is none.
 func New(cfg Config) (*Engine, error) {
 	if cfg.BackendURL == "" {
 		return nil, errors.New("iac: a backend URL is required")
@@ -93,9 +102,6 @@ func New(cfg Config) (*Engine, error) {
 	}
 	cfg.BackendURL = backend
 	bin := cfg.PulumiBin
-	if bin == "" {
-		bin = os.Getenv("CHALLFN_PULUMI")
-	}
 	if bin == "" {
 		bin = "pulumi"
 	}
@@ -113,31 +119,39 @@ func New(cfg Config) (*Engine, error) {
 		cfg.TempDir = os.TempDir()
 	}
 	if cfg.NewIdentity == nil {
-		cfg.NewIdentity = NewIdentity
+		cfg.NewIdentity = identity.New
 	}
-	root, err := pulumiRoot(path, cfg.TempDir)
-	if err != nil {
-		return nil, err
+	if cfg.Sandbox == "" {
+		cfg.Sandbox = sandbox.Auto
 	}
-	cmd, err := auto.NewPulumiCommand(&auto.PulumiCommandOptions{Root: root, SkipVersionCheck: true})
-	if err != nil {
-		return nil, fmt.Errorf("iac: pulumi CLI: %w", err)
+	if _, err := sandbox.ParseMode(string(cfg.Sandbox)); err != nil {
+		return nil, fmt.Errorf("iac: %w", err)
 	}
-	e := &Engine{cfg: cfg, bin: path, cmd: cmd}
+	e := &Engine{cfg: cfg, bin: path, cmd: &command{bin: path}, flavor: sandbox.FlavorNone, degraded: "SCENARIO_SANDBOX=off"}
+	if cfg.Sandbox != sandbox.Off {
+		sb, err := sandbox.FindBin(cfg.SandboxBin, path)
+		if err != nil {
+			return nil, fmt.Errorf("iac: %w", err)
+		}
+		e.cmd.sandbox = sb
+		e.cfg.SandboxBin = sb
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		res, err := sandbox.Probe(ctx, sb, cfg.Sandbox)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("iac: scenario sandbox: %w", err)
+		}
+		e.flavor, e.degraded = res.Flavor, res.Degraded
+	}
 	if cfg.MaxProcesses > 0 {
 		e.slots = make(chan struct{}, cfg.MaxProcesses)
 	}
 	return e, nil
 }
 
-// NewIdentity returns a fresh instance identity: 16 random bytes, SHA-256, the first 16
-// lowercase hex characters (docs/contract.md §4.13).
-func NewIdentity() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	sum := sha256.Sum256(b[:])
-	return hex.EncodeToString(sum[:])[:16]
-}
+// Sandbox reports the jail scenario programs get (sandbox.FlavorNone with
+// sandbox.Off or when no namespace could be made) and why no stronger one.
+func (e *Engine) Sandbox() (flavor sandbox.Flavor, degraded string) { return e.flavor, e.degraded }
 
 // detach applies docs/design.md, decision 5: the caller's cancellation no longer reaches the engine.
 func detach(ctx context.Context) (context.Context, error) {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 const testPassphrase = "challfn-test-passphrase"
@@ -557,49 +559,6 @@ func tree(t *testing.T, dir string) []string {
 	return out
 }
 
-func TestPulumiRoot(t *testing.T) {
-	tmp := t.TempDir()
-	inBin := filepath.Join(tmp, "opt", "bin", "pulumi")
-	elsewhere := filepath.Join(tmp, "opt", ".bin", "pulumi")
-	for _, p := range []string{inBin, elsewhere} {
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	root, err := pulumiRoot(inBin, tmp)
-	if err != nil || root != filepath.Join(tmp, "opt") {
-		t.Fatalf("CLI in a bin directory: root %q, %v", root, err)
-	}
-
-	// Elsewhere: a root of links, made once and shared, also by concurrent Engines.
-	var wg sync.WaitGroup
-	roots := make([]string, 4)
-	errs := make([]error, len(roots))
-	for i := range roots {
-		wg.Go(func() { roots[i], errs[i] = pulumiRoot(elsewhere, tmp) })
-	}
-	wg.Wait()
-	for i := range roots {
-		if errs[i] != nil || roots[i] != roots[0] {
-			t.Fatalf("roots %q, errors %v", roots, errs)
-		}
-	}
-	if target, err := os.Readlink(filepath.Join(roots[0], "bin", "pulumi")); err != nil || target != elsewhere {
-		t.Fatalf("link to %q, %v", target, err)
-	}
-	entries, _ := os.ReadDir(tmp)
-	if len(entries) != 2 { // opt and the root: no half-made roots left
-		t.Fatalf("temp dir holds %d entries", len(entries))
-	}
-	// Another CLI gets another root.
-	if other, err := pulumiRoot(elsewhere+"2", tmp); err != nil || other == roots[0] {
-		t.Fatalf("other CLI: root %q, %v", other, err)
-	}
-}
-
 // TestOpTimeoutInterruptsEngine: the per-operation timeout reaches the process through
 // PulumiCommand.Run's context: pulumi is interrupted, cancels the update, and the failed
 // create cleans up after itself.
@@ -687,5 +646,28 @@ func TestUpdateOfLostStack(t *testing.T) {
 		if err := e.DestroyStack(ctx, "additional", id); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestRequireWithoutJail: with sandbox.Require, an Engine that cannot jail a program
+// (here a challfn-sandbox whose jail never starts) is refused, saying why; with sandbox.Auto
+// it runs programs without a jail and says so.
+func TestRequireWithoutJail(t *testing.T) {
+	broken := filepath.Join(t.TempDir(), "challfn-sandbox")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\n[ \"$1\" = true ] && exit 0\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{PulumiBin: pulumiBin, BackendURL: "file://" + t.TempDir(), Passphrase: testPassphrase, TempDir: t.TempDir(), SandboxBin: broken}
+	cfg.Sandbox = sandbox.Require
+	if _, err := New(cfg); !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(err.Error(), "jail did not start") {
+		t.Fatalf("Require without a working jail: %v", err)
+	}
+	cfg.Sandbox = sandbox.Auto
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flavor, why := e.Sandbox(); flavor != sandbox.FlavorNone || why == "" {
+		t.Fatalf("Auto without a working jail: flavor %q (%q)", flavor, why)
 	}
 }

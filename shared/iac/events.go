@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -12,39 +14,64 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/apitype"
 )
 
+// maxEventLine is the longest event-log line decoded; longer ones are skipped. The log
+// holds the program's output and logs (diagnostic events): a line that long is a
+// scenario flooding it, never an event challfn reads.
+const maxEventLine = 4 << 20
+
+// maxDiagnostics bounds the error diagnostics kept for an error's summary (which keeps
+// 2000 bytes of them, see summarize).
+const maxDiagnostics = 64 << 10
+
 // readEvents decodes the engine's `--event-log` file (one JSON event per line) into the
-// events the Automation API hands to optup.EventStreams receivers. The file is read once
-// the process has ended: Stack.Up's streaming (a gRPC server fed by the CLI) is not
-// reachable without Stack.Up and its extra processes.
-func readEvents(path string, fn func(events.EngineEvent)) error {
+// events the Automation API hands to optup.EventStreams receivers, streaming: only the
+// lines that hold kind (the JSON field of the event wanted, "resOutputsEvent", ...) are
+// decoded, so that a log grown by a chatty scenario costs a read, not its size in memory.
+// The file is read once the process has ended: Stack.Up's streaming (a gRPC server fed by
+// the CLI) is not reachable without Stack.Up and its extra processes.
+func readEvents(path, kind string, fn func(events.EngineEvent)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
+	key := []byte(`"` + kind + `"`)
+	r := bufio.NewReaderSize(f, 64<<10)
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) <= maxEventLine {
+			line = append(line, chunk...)
+		} else {
+			line = append(line[:0], 0) // too long: poison it, skipped below
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
 			continue
 		}
-		// Decoded as apitype.EngineEvent, as the auto package does: events.EngineEvent's
-		// Error field is not part of the log.
-		var ev apitype.EngineEvent
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return fmt.Errorf("event log: %w", err)
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] == '{' && bytes.Contains(t, key) {
+			// Decoded as apitype.EngineEvent, as the auto package does: events.EngineEvent's
+			// Error field is not part of the log.
+			var ev apitype.EngineEvent
+			if jerr := json.Unmarshal(t, &ev); jerr != nil {
+				return fmt.Errorf("event log: %w", jerr)
+			}
+			fn(events.EngineEvent{EngineEvent: ev})
 		}
-		fn(events.EngineEvent{EngineEvent: ev})
+		line = line[:0]
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
-	return sc.Err()
 }
 
 // stackOutputs returns the outputs of the root stack resource, as the engine reported them.
 func stackOutputs(path string) (map[string]any, bool, error) {
 	var outs map[string]any
 	found := false
-	err := readEvents(path, func(ev events.EngineEvent) {
+	err := readEvents(path, "resOutputsEvent", func(ev events.EngineEvent) {
 		o := ev.ResOutputsEvent
 		if o == nil || o.Metadata.Type != "pulumi:pulumi:Stack" || o.Metadata.New == nil {
 			return
@@ -59,13 +86,15 @@ func stackOutputs(path string) (map[string]any, bool, error) {
 
 func errorDiagnostics(path string) ([]string, error) {
 	var msgs []string
-	err := readEvents(path, func(ev events.EngineEvent) {
+	size := 0
+	err := readEvents(path, "diagnosticEvent", func(ev events.EngineEvent) {
 		d := ev.DiagnosticEvent
-		if d == nil || d.Severity != "error" {
+		if d == nil || d.Severity != "error" || size > maxDiagnostics {
 			return
 		}
 		if m := strings.TrimSpace(d.Message); m != "" {
 			msgs = append(msgs, m)
+			size += len(m)
 		}
 	})
 	return msgs, err

@@ -28,7 +28,7 @@ func (ws *opWorkspace) startOp(ctx context.Context, op string) (context.Context,
 // log's summary ("pulumi.resources.create": 2, ".same": 1...), and err.
 func endOp(span trace.Span, eventLog string, err error) {
 	if span.IsRecording() {
-		_ = readEvents(eventLog, func(ev events.EngineEvent) {
+		_ = readEvents(eventLog, "summaryEvent", func(ev events.EngineEvent) {
 			if ev.SummaryEvent == nil {
 				return
 			}

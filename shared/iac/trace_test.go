@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/challfn/challfn/shared/identity"
 	"github.com/challfn/challfn/shared/telemetry"
 )
 
@@ -25,7 +26,7 @@ func TestOperationSpans(t *testing.T) {
 
 	e, _ := newTestEngine(t)
 	p := scenario(t, "outputs")
-	id := NewIdentity()
+	id := identity.New()
 	ctx := telemetry.WithIdentity(telemetry.WithChallenge(context.Background(), "web-1"), id)
 	if _, err := e.Create(ctx, p, id, nil); err != nil {
 		t.Fatal(err)

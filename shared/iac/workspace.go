@@ -2,10 +2,9 @@ package iac
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/workspace"
 
+	"github.com/challfn/challfn/shared/sandbox"
 	"github.com/challfn/challfn/shared/telemetry"
 )
 
@@ -157,9 +157,7 @@ func (e *Engine) env(project string) map[string]string {
 	env["PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER"] = "true"
 	// One backup of the whole state per operation would pile up in the bucket.
 	env["PULUMI_DIY_BACKEND_DISABLE_CHECKPOINT_BACKUPS"] = "true"
-	// The bundled language host sits next to the CLI. PulumiCommand.Run puts the directory
-	// of the command it runs first on PATH, which is the link directory of pulumiRoot when
-	// the CLI is not in a `bin` directory: name the real one.
+	// The language host and challfn's providers sit next to the CLI.
 	env["PATH"] = filepath.Dir(e.bin) + string(os.PathListSeparator) + os.Getenv("PATH")
 	if project != "" {
 		env["CM_PROJECT"] = project
@@ -168,7 +166,32 @@ func (e *Engine) env(project string) map[string]string {
 		env["PULUMI_CONFIG_PASSPHRASE"] = e.cfg.Passphrase
 		env["PULUMI_CONFIG_PASSPHRASE_FILE"] = ""
 	}
+	if e.cfg.Sandbox != sandbox.Off {
+		// A scenario may name any provider (and where to download it from): the engine
+		// would fetch and run it outside the jail, with its credentials. Only the
+		// providers the operator installed run (docs/threat-model.md).
+		env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
+	}
+	// For the language host (the engine passes its environment to its plugins).
+	env[sandbox.EnvMode] = string(e.cfg.Sandbox)
+	env[sandbox.EnvBin] = e.cfg.SandboxBin
+	env[sandbox.EnvHide] = sandbox.HideList(e.hidden()...)
 	return env
+}
+
+// hidden are the host paths no scenario program may see: the state folder of a file://
+// backend, every work directory (stack settings, event logs), the engine's home, and
+// Config.Hide.
+func (e *Engine) hidden() []string {
+	paths := []string{e.cfg.TempDir, os.Getenv("PULUMI_HOME")}
+	if dir, ok := strings.CutPrefix(e.cfg.BackendURL, "file://"); ok {
+		// file:///abs/path, or file://~ for the home (hidden by the language host).
+		if u, err := url.Parse(e.cfg.BackendURL); err == nil && u.Path != "" {
+			dir = u.Path
+		}
+		paths = append(paths, filepath.Clean(dir))
+	}
+	return append(paths, e.cfg.Hide...)
 }
 
 // result is one CLI process' outcome.
@@ -240,38 +263,3 @@ var (
 	stackExists  = regexp.MustCompile(`stack.*already exists`)
 	stackMissing = regexp.MustCompile(`no stack named.*found`)
 )
-
-// pulumiRoot returns the installation root that auto.NewPulumiCommand wants for bin: it
-// runs <root>/bin/pulumi. A CLI elsewhere (such as .bin/pulumi) gets a root of its own
-// under tempDir holding bin/pulumi, a symbolic link to it. That root is named after bin
-// and made atomically, so Engines of any number of processes share it.
-func pulumiRoot(bin, tempDir string) (string, error) {
-	if dir := filepath.Dir(bin); filepath.Base(bin) == "pulumi" && filepath.Base(dir) == "bin" {
-		return filepath.Dir(dir), nil
-	}
-	sum := sha256.Sum256([]byte(bin))
-	root := filepath.Join(tempDir, "challfn-pulumi-"+hex.EncodeToString(sum[:8]))
-	link := filepath.Join(root, "bin", "pulumi")
-	if target, err := os.Readlink(link); err == nil && target == bin {
-		return root, nil
-	}
-	tmp, err := os.MkdirTemp(tempDir, "challfn-pulumi-new-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	if err := os.Mkdir(filepath.Join(tmp, "bin"), 0o755); err != nil {
-		return "", err
-	}
-	if err := os.Symlink(bin, filepath.Join(tmp, "bin", "pulumi")); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, root); err != nil {
-		// Another Engine may have made it meanwhile.
-		if target, lerr := os.Readlink(link); lerr == nil && target == bin {
-			return root, nil
-		}
-		return "", fmt.Errorf("iac: pulumi root %s: %w", root, err)
-	}
-	return root, nil
-}

@@ -24,17 +24,6 @@ type Builder struct {
 	CacheDir string
 }
 
-// DefaultCacheDir is $CHALLFN_LANGHOST_CACHE, else <user cache dir>/challfn/langhost.
-func DefaultCacheDir() string {
-	if d := os.Getenv("CHALLFN_LANGHOST_CACHE"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "challfn", "langhost")
-	}
-	return filepath.Join(os.TempDir(), "challfn-langhost")
-}
-
 // Build returns the path of the compiled program of dir, compiling it if needed.
 func (b *Builder) Build(ctx context.Context, dir string) (string, error) {
 	sum, err := HashSources(dir)
@@ -66,7 +55,8 @@ func (b *Builder) Build(ctx context.Context, dir string) (string, error) {
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, gobin, "build", "-o", tmp, ".")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// The compiler needs no credential of challfn's.
+	cmd.Env = append(ProgramEnviron(os.Environ()), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	if err := cmd.Run(); err != nil {
 		_ = os.Remove(tmp)

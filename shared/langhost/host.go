@@ -12,14 +12,15 @@ package langhost
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/constant"
@@ -27,6 +28,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/challfn/challfn/shared/sandbox"
 )
 
 // Version is reported to the engine by GetPluginInfo.
@@ -44,7 +47,26 @@ type Host struct {
 	builder *Builder
 	// Stdout and Stderr receive the program's output; the engine shows what the host prints.
 	Stdout, Stderr io.Writer
+	// Sandbox runs the program (shared/sandbox: a jail of its own, its process tree ended
+	// with it).
+	Sandbox *sandbox.Runner
+	// Hide lists host paths a jail never shows, besides the build cache, the program's
+	// project and the home folder.
+	Hide []string
+	// OutputMax caps what the program may print to each of stdout and stderr; the rest is
+	// read and dropped, so that a chatty program neither blocks nor floods the engine,
+	// its event log and challfn's memory.
+	OutputMax int64
+	// LogMax caps the logs a jailed program sends the engine (ctx.Log): past it, they
+	// are dropped. The engine keeps every log message in memory until the operation ends.
+	LogMax int64
 }
+
+// DefaultOutputMax is Host.OutputMax's default: far more than any diagnostic needs.
+const DefaultOutputMax = 1 << 20
+
+// DefaultLogMax is Host.LogMax's default.
+const DefaultLogMax = 16 << 20
 
 // New returns a host that talks to the engine at engineAddress (may be empty: the engine
 // then gives it in Handshake) and compiles Go sources into cacheDir.
@@ -54,6 +76,9 @@ func New(engineAddress, cacheDir string) *Host {
 		builder:       &Builder{CacheDir: cacheDir},
 		Stdout:        os.Stdout,
 		Stderr:        os.Stderr,
+		Sandbox:       &sandbox.Runner{Mode: sandbox.Off},
+		OutputMax:     DefaultOutputMax,
+		LogMax:        DefaultLogMax,
 	}
 }
 
@@ -147,28 +172,99 @@ func (h *Host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	if pwd == "" {
 		pwd = progDir
 	}
+	prog := h.program(req, bin, pwd, progDir, engine)
+	prog.Env = append(h.programEnviron(os.Environ()), env...)
 	tail := &tailBuffer{max: 4096}
-	cmd := exec.Command(bin, req.GetArgs()...)
-	cmd.Dir = pwd
-	cmd.Env = append(ProgramEnviron(os.Environ()), env...)
-	cmd.Stdout = h.Stdout
-	cmd.Stderr = io.MultiWriter(h.Stderr, tail)
-	err = cmd.Run()
-	if err == nil {
-		return &pulumirpc.RunResponse{}, nil
+	stdout := &cappedWriter{w: h.Stdout, max: h.OutputMax, what: "stdout"}
+	stderr := &cappedWriter{w: h.Stderr, max: h.OutputMax, what: "stderr"}
+	prog.Stdout, prog.Stderr = stdout, io.MultiWriter(stderr, tail)
+	// A jailed program reaches the engine through proxies (proxy.go).
+	var proxies []*engineProxy
+	defer func() {
+		for _, p := range proxies {
+			p.stop()
+		}
+	}()
+	var mu sync.Mutex
+	warn := func(msg string) { fmt.Fprintln(prog.Stderr, msg) }
+	prog.Serve = func(addr string, l net.Listener) {
+		p, err := newEngineProxy(addr, h.LogMax, warn)
+		if err != nil {
+			warn("challfn: " + err.Error())
+			l.Close()
+			return
+		}
+		mu.Lock()
+		proxies = append(proxies, p)
+		mu.Unlock()
+		p.serve(l)
 	}
-	var exitErr *exec.ExitError
-	if !errors.As(err, &exitErr) {
+	res, err := h.Sandbox.Run(ctx, prog)
+	stdout.finish()
+	stderr.finish()
+	if err != nil {
 		return &pulumirpc.RunResponse{Error: fmt.Sprintf("could not run program %s: %v", bin, err)}, nil
 	}
-	if exitErr.ExitCode() == constant.ExitStatusLoggedError {
+	if res.Code == 0 {
+		return &pulumirpc.RunResponse{}, nil
+	}
+	if res.Code < 0 {
+		return &pulumirpc.RunResponse{Error: fmt.Sprintf("could not run program %s", bin)}, nil
+	}
+	if res.Code == constant.ExitStatusLoggedError {
 		return &pulumirpc.RunResponse{Bail: true}, nil
 	}
-	msg := fmt.Sprintf("program exited with non-zero exit code: %d", exitErr.ExitCode())
+	msg := fmt.Sprintf("program exited with non-zero exit code: %d", res.Code)
 	if t := tail.String(); t != "" {
 		msg += "\n" + t
 	}
 	return &pulumirpc.RunResponse{Error: msg}, nil
+}
+
+// program is what the sandbox needs to run bin for req: its folder and executable shown
+// read-only, the engine's two addresses forwarded, challfn's paths hidden.
+func (h *Host) program(req *pulumirpc.RunRequest, bin, pwd, progDir, engine string) sandbox.Program {
+	p := sandbox.Program{Path: bin, Args: req.GetArgs(), Dir: pwd}
+	p.ReadOnly = []string{progDir}
+	if pwd != progDir {
+		p.ReadOnly = append(p.ReadOnly, pwd)
+	}
+	if !strings.HasPrefix(bin, progDir+string(filepath.Separator)) {
+		p.ReadOnly = append(p.ReadOnly, bin)
+	}
+	for _, a := range []string{req.GetMonitorAddress(), engine} {
+		if a != "" {
+			p.Forward = append(p.Forward, a)
+		}
+	}
+	p.Hide = append(slices.Clone(h.Hide), h.builder.CacheDir, req.GetInfo().GetRootDirectory())
+	if home, err := os.UserHomeDir(); err == nil {
+		p.Hide = append(p.Hide, home)
+	}
+	return p
+}
+
+// programEnviron is the program's share of the host's environment: no credential, none
+// of the sandbox's settings, and in a jail a HOME and TMPDIR that exist there.
+func (h *Host) programEnviron(environ []string) []string {
+	env := ProgramEnviron(environ)
+	out := env[:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case sandbox.EnvMode, sandbox.EnvBin, sandbox.EnvHide:
+			continue
+		case "HOME", "TMPDIR":
+			if h.Sandbox.Mode != sandbox.Off {
+				continue
+			}
+		}
+		out = append(out, kv)
+	}
+	if h.Sandbox.Mode != sandbox.Off {
+		out = append(out, "HOME=/tmp", "TMPDIR=/tmp")
+	}
+	return out
 }
 
 // Env returns the variables that sdk/v3's pulumi.Run reads (go/pulumi/run.go getEnvInfo).
@@ -256,6 +352,50 @@ func resolveBinary(bin, progDir, rootDir string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("prebuilt program %q not found in %s", bin, progDir)
+}
+
+// cappedWriter passes the first max bytes on to w and drops the rest, saying so once.
+type cappedWriter struct {
+	mu      sync.Mutex
+	w       io.Writer
+	max     int64
+	what    string
+	written int64
+	dropped int64
+}
+
+func (c *cappedWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := int64(len(p))
+	if room := c.max - c.written; room < n {
+		if room > 0 {
+			_, _ = c.w.Write(p[:room])
+			c.written += room
+		}
+		if c.dropped == 0 {
+			fmt.Fprintf(c.w, "\n[challfn: program %s over %d bytes is dropped]\n", c.what, c.max)
+		}
+		c.dropped += n - max(room, 0)
+		return len(p), nil
+	}
+	c.written += n
+	_, err := c.w.Write(p)
+	if err != nil {
+		// The engine stopped reading: keep the program running, drop the rest.
+		c.dropped += n
+		return len(p), nil
+	}
+	return len(p), nil
+}
+
+// finish says how much was dropped.
+func (c *cappedWriter) finish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dropped > 0 {
+		fmt.Fprintf(c.w, "[challfn: %d bytes of program %s dropped]\n", c.dropped, c.what)
+	}
 }
 
 // tailBuffer keeps the last max bytes written, to quote a crashing program's last words.

@@ -170,3 +170,26 @@ func TestBuildCaches(t *testing.T) {
 		t.Fatalf("broken program: %v", err)
 	}
 }
+
+// TestRunCapsOutput: a program printing far more than OutputMax has the rest dropped (and
+// drained: it is not blocked), and the engine is told so; its last words still make the
+// error message.
+func TestRunCapsOutput(t *testing.T) {
+	dir := t.TempDir()
+	script(t, dir, "prog", "head -c 3000000 /dev/zero | tr '\\0' x\nhead -c 3000000 /dev/zero | tr '\\0' y >&2\necho 'last words' >&2\nexit 3\n")
+	h := New("127.0.0.1:2", t.TempDir())
+	var out, errb strings.Builder
+	h.Stdout, h.Stderr, h.OutputMax = &out, &errb, 1000
+	resp, err := h.Run(context.Background(), runReq(t, dir, map[string]any{"binary": "prog"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(resp.Error, "last words") {
+		t.Fatalf("error %q lacks the program's last words", resp.Error)
+	}
+	for name, s := range map[string]string{"stdout": out.String(), "stderr": errb.String()} {
+		if len(s) > 1300 || !strings.Contains(s, "bytes of program "+name+" dropped") {
+			t.Errorf("%s: %d bytes passed on: %.200q", name, len(s), s)
+		}
+	}
+}

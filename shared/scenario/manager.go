@@ -366,6 +366,11 @@ func (m *Manager) download(ctx context.Context, ref string, d digest.Digest) (ia
 // one got there first, its copy is used.
 func (m *Manager) install(ref string, d digest.Digest, tmp, project string) (iac.Program, error) {
 	final := m.localDir(d)
+	// MkdirTemp made it 0700: a scenario program jailed under another uid
+	// (shared/sandbox, FlavorRoot) must read its own folder, and sees no other.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return iac.Program{}, newErr(KindStore, ref, "local cache", err)
+	}
 	if err := os.Rename(tmp, final); err != nil {
 		if p, lerr := m.loadLocal(d); lerr == nil {
 			return p, nil
@@ -380,8 +385,12 @@ func (m *Manager) install(ref string, d digest.Digest, tmp, project string) (iac
 // loadLocal returns the cached program of d, fs.ErrNotExist if absent.
 func (m *Manager) loadLocal(d digest.Digest) (iac.Program, error) {
 	dir := m.localDir(d)
-	if _, err := os.Stat(dir); err != nil {
+	st, err := os.Stat(dir)
+	if err != nil {
 		return iac.Program{}, err
+	}
+	if st.Mode().Perm() != 0o755 { // installed before install made it 0755
+		_ = os.Chmod(dir, 0o755)
 	}
 	p, err := readProject(dir)
 	if err != nil {

@@ -6,6 +6,9 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/codes"
@@ -25,18 +28,52 @@ import (
 // telemetry disabled the incoming trace context is still propagated, for log
 // correlation and the events the call sends.
 func (t *Telemetry) GRPCServerHandler() stats.Handler {
-	return otelgrpc.NewServerHandler(
+	return rpcEndNotifier{otelgrpc.NewServerHandler(
 		otelgrpc.WithTracerProvider(t.tp),
 		otelgrpc.WithMeterProvider(t.mp),
 		otelgrpc.WithPropagators(propagator),
-	)
+	)}
 }
+
+// rpcEndNotifier tells GRPCHandler when otelgrpc has ended a call's span.
+// grpc-go's ServeHTTP returns as soon as the status is written, while the
+// handler goroutine reports the end of the call (and otelgrpc ends its span)
+// just after: a flush right after ServeHTTP could miss the server span.
+type rpcEndNotifier struct{ stats.Handler }
+
+func (n rpcEndNotifier) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	n.Handler.HandleRPC(ctx, s)
+	w, ok := ctx.Value(rpcWaitKey{}).(*rpcWait)
+	if !ok {
+		return
+	}
+	switch s.(type) {
+	case *stats.Begin:
+		w.began.Store(true)
+	case *stats.End:
+		w.endOnce.Do(func() { close(w.ended) })
+	}
+}
+
+type rpcWaitKey struct{}
+
+// rpcWait is one HTTP request's gRPC call, begun and ended.
+type rpcWait struct {
+	began   atomic.Bool
+	endOnce sync.Once
+	ended   chan struct{}
+}
+
+// rpcEndWait bounds the wait for a call's end once its status is written: the
+// handler goroutine only runs its deferred stats calls by then.
+const rpcEndWait = 2 * time.Second
 
 // GRPCHandler serves h, a gRPC server's net/http entry (grpc.Server.ServeHTTP),
 // and flushes traces and metrics before the client sees the end of the call:
 // grpc-go writes the status as HTTP/2 trailers, which net/http sends only
-// when the handler returns, and the otelgrpc span has ended by then (the
-// server waits for its handler goroutine). Messages of a server stream still
+// when the handler returns; before flushing, it waits for the end of the
+// otelgrpc span (rpcEndNotifier: grpc-go's ServeHTTP does not wait for its
+// handler goroutine, which ends the span). Messages of a server stream still
 // go out as they are sent; only the trailers wait for the flush.
 //
 // As Handler does for a 5xx answer, a call that ends with a server-side
@@ -48,7 +85,16 @@ func (t *Telemetry) GRPCHandler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// grpc-go serves the call with the request's context.
 		ctx, mark := withFailureMark(r.Context())
-		h.ServeHTTP(w, r.WithContext(ctx))
+		wait := &rpcWait{ended: make(chan struct{})}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, rpcWaitKey{}, wait)))
+		// A call that began (stats.Begin comes before its status) ends soon
+		// after ServeHTTP returns; one refused before it began never will.
+		if wait.began.Load() {
+			select {
+			case <-wait.ended:
+			case <-time.After(rpcEndWait):
+			}
+		}
 		// The status is in the header map, sent as a trailer on return.
 		if st := w.Header().Get("Grpc-Status"); GRPCServerFailure(grpcCode(st)) && !mark.logged.Load() {
 			t.log.ErrorContext(ctx, "gRPC call failed", "method", r.URL.Path, "code", grpcCode(st).String())
