@@ -7,6 +7,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // DefaultCallTimeout bounds one etcd request (KV and lease calls) when
@@ -34,13 +36,24 @@ func call(ctx context.Context, d time.Duration) (context.Context, context.Cancel
 	return context.WithTimeout(clientv3.WithRequireLeader(ctx), d)
 }
 
-// classify marks the error of a call whose own deadline passed (the
-// caller's context being still alive) as ErrUnavailable.
+// classify marks as ErrUnavailable the error of a call whose own deadline
+// passed, or that etcd itself gave up on (a member without quorum answers a
+// linearizable read with "context deadline exceeded", code Unknown, before
+// the call's deadline), the caller's context being still alive.
 func classify(parent, ctx context.Context, err error) error {
-	if err != nil && ctx.Err() != nil && parent.Err() == nil {
+	if err != nil && parent.Err() == nil && (ctx.Err() != nil || serverTimedOut(err)) {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+func serverTimedOut(err error) bool {
+	s, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	return s.Code() == codes.DeadlineExceeded ||
+		s.Code() == codes.Unknown && s.Message() == context.DeadlineExceeded.Error()
 }
 
 type boundKV struct {

@@ -32,6 +32,7 @@
 // lease expires after TTL, freeing the locks.
 //
 // Files: level.go (modes, chains, key layout), session.go (leases, Held),
+// quiet.go (a chain held for one write, as a fence),
 // acquire.go (Acquire, TryLock, InstanceBusy), wait.go (waiting for a
 // predecessor).
 package lock

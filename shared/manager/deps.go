@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -59,6 +60,12 @@ type Writes interface {
 	Reserve(ctx context.Context, cid, sid, identity string) error
 	CommitInstance(ctx context.Context, in *store.Instance) error
 	ClaimPooled(ctx context.Context, cid, sid string, set func(*store.Instance)) (*store.Claim, error)
+	// ClaimWithChallenge reads the challenge, checks it, and claims as
+	// ClaimPooled, asserting the challenge unchanged (store.ErrFenced).
+	ClaimWithChallenge(ctx context.Context, cid, sid string, check func(*store.Challenge) error, set func(*store.Instance)) (*store.Challenge, *store.Claim, error)
+	// RenewInstance sets in's LastRenew, asserting in and its challenge c
+	// are the records read (store.ErrFenced otherwise).
+	RenewInstance(ctx context.Context, c *store.Challenge, in *store.Instance, at time.Time) (*store.Instance, error)
 	ModifyInstance(ctx context.Context, cid, identity string, change func(*store.Instance) error) (*store.Instance, error)
 	RemoveInstance(ctx context.Context, cid, identity string) error
 	Withdraw(ctx context.Context, in *store.Instance) error
@@ -78,6 +85,10 @@ type Locks interface {
 	Acquire(ctx context.Context, c lock.Chain) (Held, error)
 	// TryLock takes a singleton lock without waiting (lock.ErrLocked).
 	TryLock(ctx context.Context, name string) (Held, error)
+	// Quiet is chain c held for one write (lock.Quiet): writes under it
+	// apply only if nobody holds or waits for a conflicting level of c at
+	// that write (store.ErrFenced otherwise); nothing to release.
+	Quiet(c lock.Chain) (Held, error)
 	// InstanceBusy: someone holds or waits for an instance-level lock.
 	InstanceBusy(ctx context.Context, cid, identity string) (bool, error)
 }
@@ -125,6 +136,14 @@ func (e etcdLocks) TryLock(ctx context.Context, name string) (Held, error) {
 	return h, nil
 }
 
+func (e etcdLocks) Quiet(c lock.Chain) (Held, error) {
+	q, err := e.l.Quiet(c)
+	if err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
 func (e etcdLocks) InstanceBusy(ctx context.Context, cid, identity string) (bool, error) {
 	return e.l.InstanceBusy(ctx, cid, identity)
 }
@@ -133,28 +152,32 @@ type etcdRecords struct{ *store.Store }
 
 func (e etcdRecords) Under(h Held) Writes {
 	w := etcdWrites{s: e.Store}
-	if h != nil {
-		lh, ok := h.(*lock.Held)
-		if !ok {
-			panic("manager: etcd records written under a lock that is not an etcd one")
-		}
-		w.held = lh
+	switch h := h.(type) {
+	case nil:
+	case *lock.Held:
+		w.held, w.fencer = h, h
+	case *lock.Quiet:
+		w.fencer = h
+	default:
+		panic("manager: etcd records written under a lock that is not an etcd one")
 	}
 	return w
 }
 
-// etcdWrites adds the fence of the held etcd locks (compares on their keys)
-// to every transaction, and binds reservations to their lease.
+// etcdWrites adds the fence of the held etcd locks (compares on their keys,
+// or lock.Quiet's on the chain's) to every transaction, and binds
+// reservations to their lease.
 type etcdWrites struct {
-	s    *store.Store
-	held *lock.Held
+	s      *store.Store
+	held   *lock.Held // nil under lock.Quiet: no lease
+	fencer interface{ Fence() []clientv3.Cmp }
 }
 
 func (w etcdWrites) fence() []clientv3.Cmp {
-	if w.held == nil {
+	if w.fencer == nil {
 		return nil
 	}
-	return w.held.Fence()
+	return w.fencer.Fence()
 }
 
 func (w etcdWrites) CreateChallenge(ctx context.Context, c *store.Challenge) error {
@@ -182,6 +205,14 @@ func (w etcdWrites) CommitInstance(ctx context.Context, in *store.Instance) erro
 
 func (w etcdWrites) ClaimPooled(ctx context.Context, cid, sid string, set func(*store.Instance)) (*store.Claim, error) {
 	return w.s.ClaimPooled(ctx, cid, sid, set, w.fence()...)
+}
+
+func (w etcdWrites) ClaimWithChallenge(ctx context.Context, cid, sid string, check func(*store.Challenge) error, set func(*store.Instance)) (*store.Challenge, *store.Claim, error) {
+	return w.s.ClaimWithChallenge(ctx, cid, sid, check, set, w.fence()...)
+}
+
+func (w etcdWrites) RenewInstance(ctx context.Context, c *store.Challenge, in *store.Instance, at time.Time) (*store.Instance, error) {
+	return w.s.RenewInstance(ctx, c, in, at, w.fence()...)
 }
 
 func (w etcdWrites) ModifyInstance(ctx context.Context, cid, identity string, change func(*store.Instance) error) (*store.Instance, error) {

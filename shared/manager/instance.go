@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 
@@ -48,6 +49,14 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	cid, sid := req.ChallengeID, req.SourceID
 	ctx = telemetry.WithSource(telemetry.WithChallenge(ctx, cid), sid)
 
+	// Hot path: a pool claim fenced by lock.Quiet, one read and one
+	// transaction; the locked path when somebody is at work on the
+	// challenge, a fresh deployment when nothing is pooled.
+	out, hot, err := m.hotClaim(ctx, req)
+	if hot == hotDone {
+		return out, err
+	}
+
 	ctx, held, err := m.acquire(ctx, lock.Chain{Challenge: cid, ChallengeMode: lock.Read})
 	if err != nil {
 		return nil, err
@@ -58,38 +67,24 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 		return nil, err
 	}
 	now := m.now()
-	if expiry.Expired(now, c.Until) {
-		return nil, apierr.ChallengeExpired(cid)
-	}
-	if err := m.o.Limits.CheckAdditional("additional", c.Additional, req.Additional); err != nil {
+	if err := m.checkCreate(c, req, now); err != nil {
 		return nil, err
 	}
 
-	// Pool path.
-	cctx, claimSpan := telemetry.Start(ctx, "pool.claim")
-	claim, err := m.o.Records.Under(held).ClaimPooled(cctx, cid, sid, func(in *store.Instance) {
-		in.LastRenew, in.Additional = now, req.Additional
-	})
-	claimSpan.SetAttributes(attribute.Bool("pool.hit", err == nil))
-	if err == nil {
-		claimSpan.SetAttributes(attribute.String(telemetry.LogIdentity, claim.Instance.Identity))
-	}
-	claimSpan.End()
-	switch {
-	case errors.Is(err, store.ErrExists):
-		return nil, apierr.InstanceAlreadyExists(cid, sid)
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return nil, err
-	case err == nil:
-		m.log.InfoContext(telemetry.WithIdentity(ctx, claim.Instance.Identity), "instance claimed from pool")
-		if pool.RefillAfterClaim(c.Min, c.Max, claim.PooledBefore, claim.Total) {
-			m.requestPoolFill(ctx, cid)
-		}
-		if len(req.Additional) > 0 {
+	// Pool path, when the hot one met contention.
+	if hot == hotFenced {
+		claim, err := m.claimSpan(ctx, func(ctx context.Context) (*store.Claim, error) {
+			return m.o.Records.Under(held).ClaimPooled(ctx, cid, sid, claimSet(req, now))
+		})
+		switch {
+		case errors.Is(err, store.ErrExists):
+			return nil, apierr.InstanceAlreadyExists(cid, sid)
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return nil, err
+		case err == nil:
 			held.Release(ctx)
-			return m.redeployClaimed(ctx, c, claim.Instance)
+			return m.claimed(ctx, c, claim, req)
 		}
-		return toAPIInstance(c, claim.Instance), nil
 	}
 
 	// Fresh path.
@@ -108,6 +103,92 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	}
 	m.log.InfoContext(ctx, "instance created")
 	return toAPIInstance(c, in), nil
+}
+
+// hot says how the hot path of CreateInstance ended.
+type hot int
+
+const (
+	hotDone   hot = iota // answered (claimed, or a refusal)
+	hotMissed            // nothing pooled: deploy a fresh instance
+	hotFenced            // somebody at work on the challenge: take its lock
+)
+
+// hotClaim claims a pooled instance without a lock of its own: one read (the
+// challenge and its lowest pooled instance), the checks of the locked path,
+// one transaction that asserts the challenge unchanged and nobody holding or
+// waiting for its writer lock (lock.Quiet). What the challenge's reader lock
+// gives the locked path (no PATCH or DELETE of the challenge between the
+// checks and the claim), those compares give it.
+func (m *Manager) hotClaim(ctx context.Context, req *api.CreateInstanceRequest) (*api.Instance, hot, error) {
+	cid, sid := req.ChallengeID, req.SourceID
+	quiet, err := m.o.Locks.Quiet(lock.Chain{Challenge: cid, ChallengeMode: lock.Read})
+	if err != nil {
+		return nil, hotDone, err
+	}
+	now := m.now()
+	var c *store.Challenge
+	claim, err := m.claimSpan(ctx, func(ctx context.Context) (claim *store.Claim, err error) {
+		c, claim, err = m.o.Records.Under(quiet).ClaimWithChallenge(ctx, cid, sid, func(c *store.Challenge) error {
+			if c.Deleting {
+				return apierr.ChallengeNotFound(cid)
+			}
+			return m.checkCreate(c, req, now)
+		}, claimSet(req, now))
+		return claim, err
+	})
+	switch {
+	case errors.Is(err, store.ErrFenced):
+		return nil, hotFenced, nil
+	case errors.Is(err, store.ErrPoolEmpty):
+		return nil, hotMissed, nil
+	case errors.Is(err, store.ErrNotFound):
+		return nil, hotDone, apierr.ChallengeNotFound(cid)
+	case errors.Is(err, store.ErrExists):
+		return nil, hotDone, apierr.InstanceAlreadyExists(cid, sid)
+	case err != nil:
+		return nil, hotDone, err
+	}
+	in, err := m.claimed(ctx, c, claim, req)
+	return in, hotDone, err
+}
+
+// checkCreate is what a live challenge c must allow for req at now.
+func (m *Manager) checkCreate(c *store.Challenge, req *api.CreateInstanceRequest, now time.Time) error {
+	if expiry.Expired(now, c.Until) {
+		return apierr.ChallengeExpired(c.ID)
+	}
+	return m.o.Limits.CheckAdditional("additional", c.Additional, req.Additional)
+}
+
+// claimSet is what a claim for req changes in the pooled record.
+func claimSet(req *api.CreateInstanceRequest, now time.Time) func(*store.Instance) {
+	return func(in *store.Instance) { in.LastRenew, in.Additional = now, req.Additional }
+}
+
+// claimSpan runs a claim in a "pool.claim" span.
+func (m *Manager) claimSpan(ctx context.Context, claim func(context.Context) (*store.Claim, error)) (*store.Claim, error) {
+	ctx, span := telemetry.Start(ctx, "pool.claim")
+	defer span.End()
+	cl, err := claim(ctx)
+	span.SetAttributes(attribute.Bool("pool.hit", err == nil))
+	if err == nil {
+		span.SetAttributes(attribute.String(telemetry.LogIdentity, cl.Instance.Identity))
+	}
+	return cl, err
+}
+
+// claimed finishes a claim made for req (no lock held): the pool refill its
+// rule asks for, and the redeployment with the request's additional values.
+func (m *Manager) claimed(ctx context.Context, c *store.Challenge, claim *store.Claim, req *api.CreateInstanceRequest) (*api.Instance, error) {
+	m.log.InfoContext(telemetry.WithIdentity(ctx, claim.Instance.Identity), "instance claimed from pool")
+	if pool.RefillAfterClaim(c.Min, c.Max, claim.PooledBefore, claim.Total) {
+		m.requestPoolFill(ctx, c.ID)
+	}
+	if len(req.Additional) > 0 {
+		return m.redeployClaimed(ctx, c, claim.Instance)
+	}
+	return toAPIInstance(c, claim.Instance), nil
 }
 
 // RetrieveInstance returns the instance of a source. Like upstream it answers
@@ -202,6 +283,9 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 		return nil, err
 	}
 	ctx = telemetry.WithSource(telemetry.WithChallenge(ctx, challengeID), sourceID)
+	if out, ok, err := m.hotRenew(ctx, challengeID, sourceID); ok {
+		return out, err
+	}
 	c, err := m.liveChallenge(ctx, challengeID)
 	if err != nil {
 		return nil, err
@@ -222,9 +306,42 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 	if err != nil {
 		return nil, err
 	}
+	return renewed(c, in), nil
+}
+
+// hotRenew renews without a lock of its own: one read (the instance and its
+// challenge), the checks of the locked path, one transaction that asserts
+// both records unchanged and nobody holding or waiting for the challenge's
+// writer lock or any lock of the instance (lock.Quiet). ok false: a record
+// missing or changed, or somebody at work; the locked path decides.
+func (m *Manager) hotRenew(ctx context.Context, cid, sid string) (_ *api.Instance, ok bool, err error) {
+	c, in, err := m.o.Records.InstanceWithChallenge(ctx, cid, sid)
+	if err != nil || c.Deleting {
+		return nil, false, nil // the locked path gives the precise answer
+	}
+	now := m.now()
+	if err := checkRenew(c, in, now); err != nil {
+		return nil, true, err
+	}
+	quiet, err := m.o.Locks.Quiet(lock.Chain{Challenge: cid, ChallengeMode: lock.Read, Instance: in.Identity, InstanceMode: lock.Write})
+	if err != nil {
+		return nil, true, err
+	}
+	in, err = m.o.Records.Under(quiet).RenewInstance(ctx, c, in, now)
+	if errors.Is(err, store.ErrFenced) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	return renewed(c, in), true, nil
+}
+
+// renewed is a renewal's answer: no additional values, as upstream.
+func renewed(c *store.Challenge, in *store.Instance) *api.Instance {
 	out := toAPIInstance(c, in)
 	out.Additional = nil
-	return out, nil
+	return out
 }
 
 // DeleteInstance destroys the instance of a source and forgets it

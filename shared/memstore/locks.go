@@ -29,6 +29,9 @@ type Held struct {
 	levels []string // level keys held, in order
 	// lost: released or expired; writes under it are refused.
 	lost bool
+	// quiet: a chain held for one write (Quiet): no place in any queue, its
+	// writes refused while a conflicting entry is queued at one of them.
+	quiet []level
 }
 
 // Acquire implements manager.Locks.
@@ -59,6 +62,36 @@ func (s *Store) TryLock(ctx context.Context, name string) (manager.Held, error) 
 	s.queues[key] = append(s.queues[key], entry{lock.Write, h})
 	h.levels = append(h.levels, key)
 	return h, nil
+}
+
+// Quiet implements manager.Locks.
+func (s *Store) Quiet(c lock.Chain) (manager.Held, error) {
+	lvs, err := levels(c)
+	if err != nil {
+		return nil, err
+	}
+	return &Held{s: s, quiet: lvs}, nil
+}
+
+// busy reports whether a write under the quiet chain h would conflict with
+// an entry queued now (lock.Quiet's fence). Called with s.mu.
+func (s *Store) busy(h *Held) bool {
+	for _, lv := range h.quiet {
+		for _, e := range s.queues[lv.key] {
+			if lv.mode == lock.Write || e.mode == lock.Write {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Queued is how many acquisitions hold or wait for challenge cid's lock:
+// what a test waits for before it lets a holder go.
+func (s *Store) Queued(cid string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queues["c/"+cid])
 }
 
 // InstanceBusy implements manager.Locks.

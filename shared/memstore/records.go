@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/challfn/challfn/shared/manager"
 	"github.com/challfn/challfn/shared/store"
@@ -325,7 +326,7 @@ type writes struct {
 // begin takes the store's mutex for one transaction and checks the fence.
 func (w writes) begin() error {
 	w.s.mu.Lock()
-	if w.held != nil && w.held.lost {
+	if w.held != nil && (w.held.lost || w.s.busy(w.held)) {
 		w.s.mu.Unlock()
 		return store.ErrFenced
 	}
@@ -477,8 +478,12 @@ func (w writes) ClaimPooled(_ context.Context, cid, sid string, set func(*store.
 	if err := w.begin(); err != nil {
 		return nil, err
 	}
-	s := w.s
-	defer s.mu.Unlock()
+	defer w.s.mu.Unlock()
+	return w.s.claim(cid, sid, set)
+}
+
+// claim is ClaimPooled's write. Called with s.mu.
+func (s *Store) claim(cid, sid string, set func(*store.Instance)) (*store.Claim, error) {
 	var pooled []*store.Instance
 	for _, in := range s.instances[cid] {
 		if in.Pooled() && !in.Draining {
@@ -502,6 +507,48 @@ func (w writes) ClaimPooled(_ context.Context, cid, sid string, set func(*store.
 	next.Rev = s.next()
 	s.instances[cid][next.Identity] = cloneInstance(next)
 	return &store.Claim{Instance: next, PooledBefore: int64(len(pooled)), Total: int64(len(s.instances[cid]))}, nil
+}
+
+func (w writes) ClaimWithChallenge(ctx context.Context, cid, sid string, check func(*store.Challenge) error, set func(*store.Instance)) (*store.Challenge, *store.Claim, error) {
+	if sid == "" {
+		return nil, nil, fmt.Errorf("%w: claim needs a source", store.ErrInvalid)
+	}
+	c, err := w.s.GetChallenge(ctx, cid)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := check(c); err != nil {
+		return c, nil, err
+	}
+	// The read and the claim are two steps here as in etcd: the claim
+	// asserts the challenge is still the one checked.
+	if err := w.begin(); err != nil {
+		return c, nil, err
+	}
+	defer w.s.mu.Unlock()
+	if cur, ok := w.s.challenges[cid]; !ok || cur.Rev != c.Rev {
+		return c, nil, store.ErrFenced
+	}
+	claim, err := w.s.claim(cid, sid, set)
+	return c, claim, err
+}
+
+func (w writes) RenewInstance(_ context.Context, c *store.Challenge, in *store.Instance, at time.Time) (*store.Instance, error) {
+	if err := w.begin(); err != nil {
+		return nil, err
+	}
+	s := w.s
+	defer s.mu.Unlock()
+	cc, ok := s.challenges[c.ID]
+	cur, found := s.instances[in.ChallengeID][in.Identity]
+	if !ok || cc.Rev != c.Rev || !found || cur.Rev != in.Rev {
+		return nil, store.ErrFenced
+	}
+	next := cloneInstance(cur)
+	next.LastRenew = at
+	next.Rev = s.next()
+	s.instances[in.ChallengeID][in.Identity] = cloneInstance(next)
+	return next, nil
 }
 
 func (w writes) ModifyInstance(_ context.Context, cid, identity string, change func(*store.Instance) error) (*store.Instance, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -27,16 +28,21 @@ func (s *Store) ClaimPooled(ctx context.Context, cid, sid string, set func(*Inst
 	if sid == "" {
 		return nil, fmt.Errorf("%w: claim needs a source", ErrInvalid)
 	}
+	resp, err := s.cli.Get(ctx, s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(1))
+	if err != nil {
+		return nil, fmt.Errorf("store: claim: %w", err)
+	}
+	return s.claim(ctx, cid, sid, resp.Kvs, set, fence)
+}
+
+// claim claims one of kvs (pooled records of cid) for sid: the loop of
+// ClaimPooled and ClaimWithChallenge.
+func (s *Store) claim(ctx context.Context, cid, sid string, kvs []*mvccpb.KeyValue, set func(*Instance), fence []clientv3.Cmp) (*Claim, error) {
 	// A claim takes the lowest pooled instance. One that lost a race takes a
 	// random one among the lowest claimSpread instead: if every loser aimed at
 	// the new lowest, n concurrent claims would take n rounds of n
 	// transactions each (50 sources at once: p50 185 ms instead of a few ms).
 	lowest := clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(claimSpread))
-	resp, err := s.cli.Get(ctx, s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(1))
-	if err != nil {
-		return nil, fmt.Errorf("store: claim: %w", err)
-	}
-	kvs := resp.Kvs
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("store: claim: %w", err)

@@ -53,6 +53,8 @@ func Run(t *testing.T, f Factory) {
 		{"CancelledWaitLeavesNothing", cancelledWait},
 		{"ReleaseChallengeKeepsInstance", releaseChallenge},
 		{"TryLockAndBusy", tryLockAndBusy},
+		{"QuietFencesOnConflicts", quietFences},
+		{"HotWritesAssertWhatTheyRead", hotWrites},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, f(t)) })
 	}
@@ -548,4 +550,98 @@ func tryLockAndBusy(t *testing.T, b Backend) {
 	if busy, _ := b.Locks.InstanceBusy(c, "c", "pool"); !busy {
 		t.Fatal("not busy while held")
 	}
+}
+
+// quietFences: a write under Quiet applies when no conflicting lock is held
+// or waited for at a level of its chain, and is ErrFenced otherwise.
+func quietFences(t *testing.T, b Backend) {
+	c := ctx(t)
+	addChallenge(t, b, "c")
+	in := addInstance(t, b, "c", "s", "i1")
+	renew := func(chain lock.Chain) error {
+		q, err := b.Locks.Quiet(chain)
+		must(t, err)
+		_, err = b.Records.Under(q).ModifyInstance(c, "c", in.Identity, func(in *store.Instance) error { in.LastRenew = t0.Add(time.Minute); return nil })
+		return err
+	}
+	inst := lock.Chain{Challenge: "c", ChallengeMode: lock.Read, Instance: "i1", InstanceMode: lock.Write}
+	must(t, renew(inst)) // nobody at work
+	for _, tc := range []struct {
+		name   string
+		holder lock.Chain
+		want   error
+	}{
+		{"challenge reader", lock.Chain{Challenge: "c", ChallengeMode: lock.Read}, nil},
+		{"challenge writer", lock.Chain{Challenge: "c", ChallengeMode: lock.Write}, store.ErrFenced},
+		{"instance reader", lock.Chain{Challenge: "c", ChallengeMode: lock.Read, Instance: "i1", InstanceMode: lock.Read}, store.ErrFenced},
+		{"instance writer", inst, store.ErrFenced},
+		{"other instance", lock.Chain{Challenge: "c", ChallengeMode: lock.Read, Instance: "i2", InstanceMode: lock.Write}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := acquire(t, b, tc.holder)
+			if err := renew(inst); !errors.Is(err, tc.want) && (err != nil || tc.want != nil) {
+				t.Fatalf("write under Quiet while a %s holds: %v, want %v", tc.name, err, tc.want)
+			}
+			must(t, h.Release(context.Background()))
+			must(t, renew(inst)) // free again
+		})
+	}
+	// Nothing to release, and no lock left behind.
+	q, err := b.Locks.Quiet(inst)
+	must(t, err)
+	must(t, q.Release(c))
+	h := acquire(t, b, lock.Chain{Challenge: "c", ChallengeMode: lock.Write})
+	must(t, h.Release(c))
+}
+
+// hotWrites: RenewInstance and ClaimWithChallenge write only the records
+// they read: a change of the instance or of its challenge in between is
+// ErrFenced, and nothing is written.
+func hotWrites(t *testing.T, b Backend) {
+	c := ctx(t)
+	addChallenge(t, b, "c")
+	addInstance(t, b, "c", "s", "i1")
+	ch, in, err := b.Records.InstanceWithChallenge(c, "c", "s")
+	must(t, err)
+	w := b.Records.Under(nil)
+	got, err := w.RenewInstance(c, ch, in, t0.Add(time.Hour))
+	must(t, err)
+	if !got.LastRenew.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("renewed LastRenew %v", got.LastRenew)
+	}
+	// in is stale now: refused.
+	_, err = w.RenewInstance(c, ch, in, t0.Add(2*time.Hour))
+	wantErr(t, err, store.ErrFenced)
+	// A challenge changed since it was read: refused.
+	ch, in, err = b.Records.InstanceWithChallenge(c, "c", "s")
+	must(t, err)
+	cur, err := b.Records.GetChallenge(c, "c")
+	must(t, err)
+	must(t, w.UpdateChallenge(c, cur, nil))
+	_, err = w.RenewInstance(c, ch, in, t0.Add(3*time.Hour))
+	wantErr(t, err, store.ErrFenced)
+	if now, _ := b.Records.InstanceBySource(c, "c", "s"); !now.LastRenew.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("a refused renewal wrote: LastRenew %v", now.LastRenew)
+	}
+
+	// Claims: the check sees the challenge and can refuse; a claim is made
+	// once; an empty pool says so.
+	pooled := &store.Instance{ChallengeID: "c", Identity: "p1", Since: t0, LastRenew: t0, Project: "p", Digest: "sha256:x"}
+	h := acquire(t, b, lock.Chain{Challenge: "c", ChallengeMode: lock.Read})
+	must(t, b.Records.Under(h).Reserve(c, "c", "", "p1"))
+	must(t, b.Records.Under(h).CommitInstance(c, pooled))
+	must(t, h.Release(c))
+	refuse := errors.New("refused")
+	_, _, err = w.ClaimWithChallenge(c, "c", "t", func(*store.Challenge) error { return refuse }, nil)
+	wantErr(t, err, refuse)
+	seen, claim, err := w.ClaimWithChallenge(c, "c", "t", func(*store.Challenge) error { return nil },
+		func(in *store.Instance) { in.LastRenew = t0.Add(time.Hour) })
+	must(t, err)
+	if seen.ID != "c" || claim.Instance.Identity != "p1" || claim.Instance.SourceID != "t" || !claim.Instance.LastRenew.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("claim %+v of %+v", claim.Instance, seen)
+	}
+	_, _, err = w.ClaimWithChallenge(c, "c", "u", func(*store.Challenge) error { return nil }, nil)
+	wantErr(t, err, store.ErrPoolEmpty)
+	_, _, err = w.ClaimWithChallenge(c, "nope", "u", func(*store.Challenge) error { return nil }, nil)
+	wantErr(t, err, store.ErrNotFound)
 }
