@@ -91,7 +91,7 @@ func BenchmarkCLICreate(b *testing.B) {
 	ref := env.Scenario(b, "outputs")
 	targets := []struct{ name, url string }{
 		{"challfn", gcTarget(env)},
-		{"chall-manager", upStartServer(b, testenv.ChallManager(b, "chall-manager"))},
+		{"chall-manager", upStartServer(b, testenv.ChallManager(b, "chall-manager")).Target},
 	}
 	type figures struct{ chWall, chCall, inWall, inCall ctLatencies }
 	got := map[string]*figures{}
@@ -134,12 +134,19 @@ func BenchmarkCLICreate(b *testing.B) {
 	}
 }
 
+// upServer is a running chall-manager: its gRPC and REST address, and its
+// pid (also its process group: the engines it starts are in it).
+type upServer struct {
+	Target string
+	Pid    int
+}
+
 // upStartServer runs chall-manager v0.6.6's server (cmd/chall-manager) with
 // its local locks (no etcd), a file:// Pulumi backend and the engine and
 // language host of .bin, on a free port, and returns its gRPC target. It has
 // no listen-address flag: it binds every interface, loopback is what it is
 // called on.
-func upStartServer(b *testing.B, bin string) string {
+func upStartServer(b *testing.B, bin string) upServer {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -182,7 +189,7 @@ func upStartServer(b *testing.B, bin string) string {
 		resp, err := http.Get("http://" + url + "/healthcheck")
 		if err == nil {
 			resp.Body.Close()
-			return url
+			return upServer{Target: url, Pid: cmd.Process.Pid}
 		}
 		if time.Now().After(deadline) {
 			raw, _ := os.ReadFile(logf.Name())

@@ -248,8 +248,22 @@ func TestMonitoring(t *testing.T) {
 			t.Errorf("span %q from %q, want %q", want.name, got, want.service)
 		}
 	}
-	if s := tr.find("pool.claim"); s != nil && (s.tag("challenge_id") != "mon" || s.tag("pool.hit") != "true" || s.tag("identity") == "") {
-		t.Errorf("pool.claim tags: %v", s.Tags)
+	// Two claims: the lock-free one, fenced by the writer lock the test
+	// holds, then the one under the challenge's reader lock, which claims.
+	var hot, locked *jaegerSpan
+	for _, s := range tr.Spans {
+		if s.OperationName == "pool.claim" && s.tag("pool.path") == "hot" {
+			hot = s
+		}
+		if s.OperationName == "pool.claim" && s.tag("pool.path") == "locked" {
+			locked = s
+		}
+	}
+	if hot == nil || hot.tag("pool.fenced") != "true" || hot.tag("pool.hit") != "false" {
+		t.Errorf("no fenced lock-free pool.claim: %v", hot)
+	}
+	if locked == nil || locked.tag("challenge_id") != "mon" || locked.tag("pool.hit") != "true" || locked.tag("identity") == "" {
+		t.Errorf("pool.claim under the lock: %v", locked)
 	}
 	if s := tr.find("pulumi.up"); s != nil {
 		if n, _ := strconv.Atoi(s.tag("pulumi.resources.create")); n < 1 || s.tag("challenge_id") != "mon" || s.tag("identity") == "" {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/challfn/challfn/shared/api"
 	"github.com/challfn/challfn/shared/apierr"
@@ -73,7 +74,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 
 	// Pool path, when the hot one met contention.
 	if hot == hotFenced {
-		claim, err := m.claimSpan(ctx, func(ctx context.Context) (*store.Claim, error) {
+		claim, err := m.claimSpan(ctx, "locked", func(ctx context.Context) (*store.Claim, error) {
 			return m.o.Records.Under(held).ClaimPooled(ctx, cid, sid, claimSet(req, now))
 		})
 		switch {
@@ -128,7 +129,7 @@ func (m *Manager) hotClaim(ctx context.Context, req *api.CreateInstanceRequest) 
 	}
 	now := m.now()
 	var c *store.Challenge
-	claim, err := m.claimSpan(ctx, func(ctx context.Context) (claim *store.Claim, err error) {
+	claim, err := m.claimSpan(ctx, "hot", func(ctx context.Context) (claim *store.Claim, err error) {
 		c, claim, err = m.o.Records.Under(quiet).ClaimWithChallenge(ctx, cid, sid, func(c *store.Challenge) error {
 			if c.Deleting {
 				return apierr.ChallengeNotFound(cid)
@@ -166,12 +167,13 @@ func claimSet(req *api.CreateInstanceRequest, now time.Time) func(*store.Instanc
 	return func(in *store.Instance) { in.LastRenew, in.Additional = now, req.Additional }
 }
 
-// claimSpan runs a claim in a "pool.claim" span.
-func (m *Manager) claimSpan(ctx context.Context, claim func(context.Context) (*store.Claim, error)) (*store.Claim, error) {
-	ctx, span := telemetry.Start(ctx, "pool.claim")
+// claimSpan runs a claim in a "pool.claim" span; path is "hot" (lock-free)
+// or "locked".
+func (m *Manager) claimSpan(ctx context.Context, path string, claim func(context.Context) (*store.Claim, error)) (*store.Claim, error) {
+	ctx, span := telemetry.Start(ctx, "pool.claim", trace.WithAttributes(attribute.String("pool.path", path)))
 	defer span.End()
 	cl, err := claim(ctx)
-	span.SetAttributes(attribute.Bool("pool.hit", err == nil))
+	span.SetAttributes(attribute.Bool("pool.hit", err == nil), attribute.Bool("pool.fenced", errors.Is(err, store.ErrFenced)))
 	if err == nil {
 		span.SetAttributes(attribute.String(telemetry.LogIdentity, cl.Instance.Identity))
 	}
