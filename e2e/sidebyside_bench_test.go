@@ -95,7 +95,9 @@ func BenchmarkSideBySide(b *testing.B) {
 		for _, tg := range targets {
 			var wg sync.WaitGroup
 			for i := 10; i < 20; i++ {
-				wg.Go(func() { tg.must(b, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"reg0","sourceId":"c%d"}`, i)) })
+				wg.Go(func() {
+					tg.must(b, "POST", "/api/v1/instance", fmt.Sprintf(`{"challengeId":"reg0","sourceId":"c%d"}`, i))
+				})
 			}
 			wg.Wait()
 			tg.idle()
