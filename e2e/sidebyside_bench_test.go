@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -38,7 +39,7 @@ func BenchmarkSideBySide(b *testing.B) {
 		{name: "chall-manager", url: "http://" + up.Target, idle: func() { upIdle(b, up) }},
 	}
 	load := []string{sbsLoad()}
-	var table sbsTable
+	table := sbsTable{b: b}
 
 	// Untimed: each compiles the scenario once per digest.
 	for _, tg := range targets {
@@ -100,6 +101,9 @@ func BenchmarkSideBySide(b *testing.B) {
 				})
 			}
 			wg.Wait()
+			if b.Failed() {
+				b.FailNow()
+			}
 			tg.idle()
 		}
 		table.each(targets, "delete challenge, 20 instances", 1, func(tg *sbsTarget, _ int) {
@@ -119,14 +123,17 @@ type sbsTarget struct {
 	idle func() // waits until no deployment is running
 }
 
+// must makes a call that must answer 200. It may run in any goroutine: a
+// failure is an Errorf, and the table stops the benchmark after the step.
 func (tg *sbsTarget) must(b *testing.B, method, path, body string) {
-	if r := do(b, tg.url, method, path, body); r.Status != 200 {
-		b.Fatalf("%s: %s %s: %d %s", tg.name, method, path, r.Status, r.Body)
+	if r := send(context.Background(), tg.url, method, path, body); r.Err != nil || r.Status != 200 {
+		b.Errorf("%s: %s %s: %d %s %v", tg.name, method, path, r.Status, r.Body, r.Err)
 	}
 }
 
 // sbsTable holds the samples of each operation, by target.
 type sbsTable struct {
+	b   *testing.B
 	ops []string
 	got map[string]map[string][]time.Duration // op → target → samples
 }
@@ -150,6 +157,9 @@ func (t *sbsTable) each(targets []*sbsTarget, op string, k int, call func(*sbsTa
 			start := time.Now()
 			call(tg, i)
 			t.add(op, tg.name, time.Since(start))
+			if t.b.Failed() {
+				t.b.FailNow()
+			}
 		}
 	}
 }
@@ -173,6 +183,9 @@ func (t *sbsTable) batch(targets []*sbsTarget, op string, k int, call func(*sbsT
 		}
 		wg.Wait()
 		t.add(op+" (wall)", tg.name, time.Since(start))
+		if t.b.Failed() {
+			t.b.FailNow()
+		}
 		tg.idle()
 	}
 }
