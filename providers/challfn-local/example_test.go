@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/challfn/challfn/shared/iac"
+	"github.com/challfn/challfn/shared/identity"
 )
 
 const testPassphrase = "challfn-test-passphrase"
@@ -157,7 +158,7 @@ func TestExampleScenario(t *testing.T) {
 	backend := "file://" + dir
 	e := newEngine(t, backend)
 	p := exampleProgram(t)
-	id := iac.NewIdentity()
+	id := identity.New()
 	flag := "CTF{" + id + "}"
 
 	outs, err := e.Create(ctx, p, id, nil)
@@ -213,7 +214,7 @@ func TestExampleDestroyAfterCrash(t *testing.T) {
 	dir := t.TempDir()
 	e := newEngine(t, "file://"+dir)
 	p := exampleProgram(t)
-	id := iac.NewIdentity()
+	id := identity.New()
 	outs, err := e.Create(ctx, p, id, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +254,7 @@ func TestExamplePluginFromPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.Create(context.Background(), exampleProgram(t), iac.NewIdentity(), nil)
+	_, err = e.Create(context.Background(), exampleProgram(t), identity.New(), nil)
 	var oe *iac.OpError
 	if !errors.As(err, &oe) || !strings.Contains(oe.Log, "challfn-local") {
 		t.Fatalf("create without the ambient provider: %v", err)
@@ -270,7 +271,7 @@ func BenchmarkExampleCreateDestroy(b *testing.B) {
 	p := exampleProgram(b)
 	var create, destroy time.Duration
 	for b.Loop() {
-		id := iac.NewIdentity()
+		id := identity.New()
 		t0 := time.Now()
 		outs, err := e.Create(ctx, p, id, nil)
 		if err != nil {
