@@ -3,11 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,9 +87,22 @@ func BenchmarkSideBySide(b *testing.B) {
 		table.batch(targets, "renew, 50 concurrent", 50, func(tg *sbsTarget, i int) {
 			tg.must(b, "PATCH", fmt.Sprintf("/api/v1/instance/reg1/d%d", i), `{}`)
 		})
+		// The 50 sources that claimed at once, each renewing: every claim
+		// acknowledged must have given the source an instance.
+		lost := map[string]*atomic.Int64{}
+		for _, tg := range targets {
+			lost[tg.name] = new(atomic.Int64)
+		}
 		table.batch(targets, "claimed renew, 50 concurrent", 50, func(tg *sbsTarget, i int) {
-			tg.must(b, "PATCH", fmt.Sprintf("/api/v1/instance/pool/q%d", i), `{}`)
+			if r := send(context.Background(), tg.url, "PATCH", fmt.Sprintf("/api/v1/instance/pool/q%d", i), `{}`); r.Status == http.StatusNotFound {
+				lost[tg.name].Add(1)
+			} else if r.Status != 200 {
+				b.Errorf("%s: renew of q%d: %d %s %v", tg.name, i, r.Status, r.Body, r.Err)
+			}
 		})
+		for _, tg := range targets {
+			table.notes = append(table.notes, fmt.Sprintf("%s: %d of the 50 sources whose concurrent claim answered 200 have no instance (renew 404)", tg.name, lost[tg.name].Load()))
+		}
 
 		table.each(targets, "delete instance", 5, func(tg *sbsTarget, i int) {
 			tg.must(b, "DELETE", fmt.Sprintf("/api/v1/instance/warm/f%d", i), "")
@@ -133,9 +148,10 @@ func (tg *sbsTarget) must(b *testing.B, method, path, body string) {
 
 // sbsTable holds the samples of each operation, by target.
 type sbsTable struct {
-	b   *testing.B
-	ops []string
-	got map[string]map[string][]time.Duration // op → target → samples
+	b     *testing.B
+	notes []string
+	ops   []string
+	got   map[string]map[string][]time.Duration // op → target → samples
 }
 
 func (t *sbsTable) add(op, target string, d time.Duration) {
@@ -198,6 +214,9 @@ func (t *sbsTable) String() string {
 		ap50, ap99, cp50, cp99 := quantile(a, 0.5), quantile(a, 0.99), quantile(c, 0.5), quantile(c, 0.99)
 		fmt.Fprintf(&s, "| %s | %d | %s | %s | %s | %s | %.2f | %.2f |\n", op, len(a),
 			sbsMS(ap50), sbsMS(ap99), sbsMS(cp50), sbsMS(cp99), ratio(ap50, cp50), ratio(ap99, cp99))
+	}
+	for _, n := range t.notes {
+		fmt.Fprintf(&s, "\n%s", n)
 	}
 	return s.String()
 }
