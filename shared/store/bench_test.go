@@ -179,4 +179,16 @@ func BenchmarkWrites(b *testing.B) {
 		}
 		reportRT(b, n, before)
 	})
+	// What a renewal costs on the hot path (manager.RenewInstance uncontended):
+	// the read of the instance with its challenge, then one transaction.
+	b.Run("renew-hot", func(b *testing.B) {
+		before := n.Unary()
+		for b.Loop() {
+			c, i, err := s.InstanceWithChallenge(ctx, "c", "r1")
+			must(b, err)
+			_, err = s.RenewInstance(ctx, c, i, i.LastRenew.Add(time.Second))
+			must(b, err)
+		}
+		reportRT(b, n, before)
+	})
 }
