@@ -8,12 +8,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -154,5 +157,46 @@ func TestGRPCHandlerFailureLine(t *testing.T) {
 				t.Fatalf("the line does not name the method:\n%s", buf.String())
 			}
 		})
+	}
+}
+
+// noStats is a stats.Handler that does nothing (rpcEndNotifier's inner one).
+type noStats struct{}
+
+func (noStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (noStats) HandleRPC(context.Context, stats.RPCStats)                         {}
+func (noStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (noStats) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// GRPCHandler flushes only once the call has ended: grpc-go's ServeHTTP
+// returns when the status is written, and its handler goroutine reports the
+// end (otelgrpc ends the span) after that. Here the handler returns at once
+// and the end comes 200 ms later, from another goroutine, as grpc-go does.
+func TestGRPCHandlerWaitsForTheCallEnd(t *testing.T) {
+	tel, _, _ := newTestTelemetry(t)
+	sh := rpcEndNotifier{noStats{}}
+	var ended atomic.Bool
+	h := tel.GRPCHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		sh.HandleRPC(ctx, &stats.Begin{})
+		w.Header().Set("Grpc-Status", "0")
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			ended.Store(true)
+			sh.HandleRPC(ctx, &stats.End{})
+		}()
+	}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/api.v1.challenge.ChallengeStore/RetrieveChallenge", nil))
+	if !ended.Load() {
+		t.Fatal("GRPCHandler returned before the call ended: the flush could miss its span")
+	}
+
+	// A call refused before it began (no stats.Begin) is not waited for.
+	start := time.Now()
+	tel.GRPCHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Grpc-Status", "12")
+	})).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/nope/Nope", nil))
+	if d := time.Since(start); d >= rpcEndWait {
+		t.Fatalf("a call that never began was waited for (%v)", d)
 	}
 }
