@@ -394,20 +394,40 @@ func ilJanitor(p *fltProc) reply {
 		"Ce-Type: dev.knative.sources.ping", "Content-Type: application/json")
 }
 
+// ilLockStale is how old an engine lock without a stack must be before the
+// janitor sweeps it (DEPLOY_TIMEOUT 8 s + the engine's 10 s kill grace): an
+// engine killed during `stack init` leaves one, and a live `stack init` may
+// be writing a younger one, so the sweep cannot take it sooner.
+const ilLockStale = 18 * time.Second
+
 // settle lets the system come to rest: the work in flight finishes, the
-// janitor repairs what the kills left (its grace is 3 s: runs spaced by more).
+// janitor repairs what the kills left (its grace is 3 s: runs spaced by
+// more), and at least one run comes after the last kill's locks are stale.
 func (il *ilRun) settle() {
 	deadline := time.Now().Add(3 * time.Minute)
-	for time.Now().Before(deadline) && len(fltKeys(il.t, il.s, "lock/i/"))+len(fltKeys(il.t, il.s, "pending/")) > 0 {
+	busy := func() bool {
+		return len(fltKeys(il.t, il.s, "lock/i/"))+len(fltKeys(il.t, il.s, "pending/")) > 0
+	}
+	for time.Now().Before(deadline) && busy() {
 		time.Sleep(200 * time.Millisecond)
 	}
-	for range 4 {
+	il.mu.Lock()
+	var stale time.Time
+	if n := len(il.killedAt); n > 0 {
+		stale = il.killedAt[n-1].Add(ilLockStale + time.Second)
+	}
+	il.mu.Unlock()
+	for runs := 1; time.Now().Before(deadline); runs++ {
+		ranAt := time.Now()
 		r := ilJanitor(il.procs[0])
 		if r.Err != nil || r.Status/100 != 2 {
 			il.violate("settling janitor: %d %v %s", r.Status, r.Err, r.Body)
 		}
+		if runs >= 4 && !ranAt.Before(stale) {
+			break
+		}
 		time.Sleep(3500 * time.Millisecond)
-		for time.Now().Before(deadline) && len(fltKeys(il.t, il.s, "lock/i/"))+len(fltKeys(il.t, il.s, "pending/")) > 0 {
+		for time.Now().Before(deadline) && busy() {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
