@@ -60,11 +60,14 @@ type Writes interface {
 	Reserve(ctx context.Context, cid, sid, identity string) error
 	CommitInstance(ctx context.Context, in *store.Instance) error
 	ClaimPooled(ctx context.Context, cid, sid string, set func(*store.Instance)) (*store.Claim, error)
-	// ClaimWithChallenge reads the challenge, checks it, and claims as
-	// ClaimPooled, asserting the challenge unchanged (store.ErrFenced).
-	ClaimWithChallenge(ctx context.Context, cid, sid string, check func(*store.Challenge) error, set func(*store.Instance)) (*store.Challenge, *store.Claim, error)
+	// ClaimWithChallenge checks the challenge and claims as ClaimPooled,
+	// asserting the challenge is the one checked; it reads the challenge
+	// and pool first unless hint (an earlier claim's Next, which drivers
+	// may ignore) saves the read.
+	ClaimWithChallenge(ctx context.Context, cid, sid string, hint *store.PoolHint, check func(*store.Challenge) error, set func(*store.Instance)) (*store.Challenge, *store.Claim, error)
 	// RenewInstance sets in's LastRenew, asserting in and its challenge c
-	// are the records read (store.ErrFenced otherwise).
+	// are the current records (*store.Stale with the current ones
+	// otherwise).
 	RenewInstance(ctx context.Context, c *store.Challenge, in *store.Instance, at time.Time) (*store.Instance, error)
 	ModifyInstance(ctx context.Context, cid, identity string, change func(*store.Instance) error) (*store.Instance, error)
 	RemoveInstance(ctx context.Context, cid, identity string) error
@@ -207,8 +210,8 @@ func (w etcdWrites) ClaimPooled(ctx context.Context, cid, sid string, set func(*
 	return w.s.ClaimPooled(ctx, cid, sid, set, w.fence()...)
 }
 
-func (w etcdWrites) ClaimWithChallenge(ctx context.Context, cid, sid string, check func(*store.Challenge) error, set func(*store.Instance)) (*store.Challenge, *store.Claim, error) {
-	return w.s.ClaimWithChallenge(ctx, cid, sid, check, set, w.fence()...)
+func (w etcdWrites) ClaimWithChallenge(ctx context.Context, cid, sid string, hint *store.PoolHint, check func(*store.Challenge) error, set func(*store.Instance)) (*store.Challenge, *store.Claim, error) {
+	return w.s.ClaimWithChallenge(ctx, cid, sid, hint, check, set, w.fence()...)
 }
 
 func (w etcdWrites) RenewInstance(ctx context.Context, c *store.Challenge, in *store.Instance, at time.Time) (*store.Instance, error) {

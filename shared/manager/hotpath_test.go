@@ -1,6 +1,7 @@
 package manager_test
 
 import (
+	"fmt"
 	"maps"
 	"sync"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/challfn/challfn/internal/etcdtest"
 	"github.com/challfn/challfn/shared/api"
+	"github.com/challfn/challfn/shared/apierr"
 	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/lock"
 	"github.com/challfn/challfn/shared/manager"
@@ -16,35 +18,49 @@ import (
 	"google.golang.org/grpc"
 )
 
-// The calls every player makes take one etcd round trip each (retrieve,
-// query) or one read and one transaction (renew, pool claim), and no lease:
-// counted on a real etcd, with the manager's production records and locks.
+// The calls every player makes take one etcd round trip each, and no lease:
+// retrieve and query always; renew and pool claim when this manager saw the
+// records last (its previous renewal, retrieval or claim), else one read
+// more. Counted on a real etcd, with the manager's production records and
+// locks, and a second manager standing for another replica.
 func TestHotPathRoundTrips(t *testing.T) {
 	srv := etcdtest.Server(t)
 	var n etcd.Counter
 	cli := etcdtest.Client(t, srv, etcd.Config{DialOptions: []grpc.DialOption{n.DialOption()}})
 	records, locks := manager.OnEtcd(store.New(cli, "/hot"), lock.New(cli, lock.Options{Prefix: "/hot"}))
 	w := newWorld(t)
-	m := manager.New(manager.Options{Records: records, Locks: locks, Scenarios: fakeScenarios{}, Engine: w.engine,
-		Events: w.events, Log: w.logger(), Now: w.clock})
+	opts := manager.Options{Records: records, Locks: locks, Scenarios: fakeScenarios{}, Engine: w.engine,
+		Events: w.events, Log: w.logger(), Now: w.clock}
+	m, other := manager.New(opts), manager.New(opts)
 	w.events.m = m
 	// min = max: a claim asks for no refill, so nothing but the call is counted.
 	if _, err := m.CreateChallenge(bg, &api.CreateChallengeRequest{ID: "c", Scenario: "reg/c:v1", Timeout: ptr(time.Hour), Min: 3, Max: 3}); err != nil {
 		t.Fatal(err)
 	}
 	w.events.wait()
+	claim := func(m *manager.Manager, sid string) func() error {
+		return func() error {
+			_, err := m.CreateInstance(bg, &api.CreateInstanceRequest{ChallengeID: "c", SourceID: sid})
+			return err
+		}
+	}
+	renew := func(m *manager.Manager, sid string) func() error {
+		return func() error { _, err := m.RenewInstance(bg, "c", sid); return err }
+	}
 
 	tests := []struct {
 		name string
 		call func() error
 		want map[string]int64
 	}{
-		{"claim", func() error {
-			_, err := m.CreateInstance(bg, &api.CreateInstanceRequest{ChallengeID: "c", SourceID: "s"})
-			return err
-		}, map[string]int64{"Txn": 2}},
-		{"renew", func() error { _, err := m.RenewInstance(bg, "c", "s"); return err }, map[string]int64{"Txn": 2}},
-		{"retrieve", func() error { _, err := m.RetrieveInstance(bg, "c", "s"); return err }, map[string]int64{"Txn": 1}},
+		{"first claim on this replica: read, claim", claim(m, "s"), map[string]int64{"Txn": 2}},
+		{"next claim: the last one's view of the pool", claim(m, "t"), map[string]int64{"Txn": 1}},
+		{"renew of an instance it claimed", renew(m, "s"), map[string]int64{"Txn": 1}},
+		{"renew again", renew(m, "s"), map[string]int64{"Txn": 1}},
+		{"renew on another replica: read, renew", renew(other, "s"), map[string]int64{"Txn": 2}},
+		{"renew after the other's: refused with the current records, renew", renew(m, "s"), map[string]int64{"Txn": 2}},
+		{"retrieve", func() error { _, err := other.RetrieveInstance(bg, "c", "t"); return err }, map[string]int64{"Txn": 1}},
+		{"renew of an instance it retrieved", renew(other, "t"), map[string]int64{"Txn": 1}},
 		{"query", func() error {
 			return m.QueryInstances(bg, "s", func(*api.Instance) error { return nil })
 		}, map[string]int64{"Txn": 1}},
@@ -52,6 +68,7 @@ func TestHotPathRoundTrips(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n.Calls()
+			w.advance(time.Second)
 			if err := tt.call(); err != nil {
 				t.Fatal(err)
 			}
@@ -115,4 +132,77 @@ func waitQueued(t *testing.T, st *memstore.Store, cid string, n int) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// A renewal starts from the records this manager saw last but answers from
+// the current ones: changes made through another replica (a new timeout, a
+// timeout removed, the instance deleted) are what it applies.
+func TestHotRenewJudgesCurrentRecords(t *testing.T) {
+	w := newWorld(t)
+	other := newManagerOn(w, w.st)
+	w.challenge(t, "c", 0, 0)
+	w.instance(t, "c", "s")
+	if _, err := w.m.RenewInstance(bg, "c", "s"); err != nil { // seen by w.m now
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name   string
+		change func() error
+		check  func(*api.Instance, error) error
+	}{
+		{"timeout changed elsewhere", func() error {
+			_, err := other.UpdateChallenge(bg, &api.UpdateChallengeRequest{ID: "c", Timeout: ptr(3 * time.Hour), UpdateMask: &api.FieldMask{Paths: []string{"timeout"}}})
+			return err
+		}, func(in *api.Instance, err error) error {
+			if err != nil || in == nil || !in.Until.Equal(w.clock().Add(3*time.Hour)) {
+				return fmt.Errorf("renewal %+v, %v: want until now+3h", in, err)
+			}
+			return nil
+		}},
+		{"renewed elsewhere", func() error {
+			_, err := other.RenewInstance(bg, "c", "s")
+			return err
+		}, func(in *api.Instance, err error) error {
+			if err != nil || !in.LastRenew.Equal(w.clock()) {
+				return fmt.Errorf("renewal %+v, %v: want LastRenew now", in, err)
+			}
+			return nil
+		}},
+		{"timeout removed elsewhere", func() error {
+			_, err := other.UpdateChallenge(bg, &api.UpdateChallengeRequest{ID: "c", UpdateMask: &api.FieldMask{Paths: []string{"timeout"}}})
+			return err
+		}, func(_ *api.Instance, err error) error {
+			if err == nil || apierr.From(err).Reason() != apierr.ReasonChallengeNoRenewal {
+				return fmt.Errorf("renewal error %v, want %s", err, apierr.ReasonChallengeNoRenewal)
+			}
+			return nil
+		}},
+		{"deleted elsewhere", func() error {
+			if _, err := other.UpdateChallenge(bg, &api.UpdateChallengeRequest{ID: "c", Timeout: ptr(time.Hour), UpdateMask: &api.FieldMask{Paths: []string{"timeout"}}}); err != nil {
+				return err
+			}
+			if _, err := w.m.RenewInstance(bg, "c", "s"); err != nil {
+				return err
+			}
+			return other.DeleteInstance(bg, "c", "s")
+		}, func(_ *api.Instance, err error) error {
+			if err == nil || apierr.From(err).Reason() != apierr.ReasonInstanceNotFound {
+				return fmt.Errorf("renewal error %v, want %s", err, apierr.ReasonInstanceNotFound)
+			}
+			return nil
+		}},
+	}
+	for _, st := range steps {
+		w.advance(time.Minute)
+		if err := st.change(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		w.events.wait()
+		w.advance(time.Minute)
+		in, err := w.m.RenewInstance(bg, "c", "s")
+		if err := st.check(in, err); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+	}
+	w.consistent(t)
 }

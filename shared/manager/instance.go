@@ -130,7 +130,7 @@ func (m *Manager) hotClaim(ctx context.Context, req *api.CreateInstanceRequest) 
 	now := m.now()
 	var c *store.Challenge
 	claim, err := m.claimSpan(ctx, "hot", func(ctx context.Context) (claim *store.Claim, err error) {
-		c, claim, err = m.o.Records.Under(quiet).ClaimWithChallenge(ctx, cid, sid, func(c *store.Challenge) error {
+		c, claim, err = m.o.Records.Under(quiet).ClaimWithChallenge(ctx, cid, sid, m.recent.takePool(cid), func(c *store.Challenge) error {
 			if c.Deleting {
 				return apierr.ChallengeNotFound(cid)
 			}
@@ -138,6 +138,10 @@ func (m *Manager) hotClaim(ctx context.Context, req *api.CreateInstanceRequest) 
 		}, claimSet(req, now))
 		return claim, err
 	})
+	if err == nil {
+		m.recent.putPool(cid, claim.Next)
+		m.recent.saw(c, claim.Instance)
+	}
 	switch {
 	case errors.Is(err, store.ErrFenced):
 		return nil, hotFenced, nil
@@ -207,11 +211,13 @@ func (m *Manager) RetrieveInstance(ctx context.Context, challengeID, sourceID st
 	ctx = telemetry.WithChallenge(ctx, challengeID)
 	c, in, err := m.o.Records.InstanceWithChallenge(ctx, challengeID, sourceID)
 	if errors.Is(err, store.ErrNotFound) {
+		m.recent.forget(challengeID, sourceID)
 		return nil, apierr.InstanceNotFound(challengeID, sourceID)
 	}
 	if err != nil {
 		return nil, err
 	}
+	m.recent.saw(c, in) // a player who looks at an instance often renews it next
 	return toAPIInstance(c, in), nil
 }
 
@@ -311,32 +317,57 @@ func (m *Manager) RenewInstance(ctx context.Context, challengeID, sourceID strin
 	return renewed(c, in), nil
 }
 
-// hotRenew renews without a lock of its own: one read (the instance and its
-// challenge), the checks of the locked path, one transaction that asserts
-// both records unchanged and nobody holding or waiting for the challenge's
-// writer lock or any lock of the instance (lock.Quiet). ok false: a record
-// missing or changed, or somebody at work; the locked path decides.
+// hotRenew renews without a lock of its own: the checks of the locked path
+// on the instance and its challenge, then one transaction that asserts both
+// records current and nobody holding or waiting for the challenge's writer
+// lock or any lock of the instance (lock.Quiet). The records are the ones
+// this manager saw last when it has them (one round trip), else read first;
+// stale ones come back current from the refused transaction, for one more
+// try. ok false: a record missing, changed again, or somebody at work; the
+// locked path decides.
 func (m *Manager) hotRenew(ctx context.Context, cid, sid string) (_ *api.Instance, ok bool, err error) {
-	c, in, err := m.o.Records.InstanceWithChallenge(ctx, cid, sid)
-	if err != nil || c.Deleting {
-		return nil, false, nil // the locked path gives the precise answer
+	c, in, seen := m.recent.instance(cid, sid)
+	if !seen {
+		if c, in, err = m.o.Records.InstanceWithChallenge(ctx, cid, sid); err != nil {
+			return nil, false, nil // the locked path gives the precise answer
+		}
 	}
-	now := m.now()
-	if err := checkRenew(c, in, now); err != nil {
-		return nil, true, err
+	for try := 0; ; try++ {
+		if c == nil || in == nil || c.Deleting || try == 2 {
+			m.recent.forget(cid, sid)
+			return nil, false, nil
+		}
+		now := m.now()
+		if err := checkRenew(c, in, now); err != nil {
+			if seen {
+				// A refusal is judged on the current records only.
+				seen = false
+				if c, in, err = m.o.Records.InstanceWithChallenge(ctx, cid, sid); err != nil {
+					return nil, false, nil
+				}
+				continue
+			}
+			return nil, true, err
+		}
+		quiet, err := m.o.Locks.Quiet(lock.Chain{Challenge: cid, ChallengeMode: lock.Read, Instance: in.Identity, InstanceMode: lock.Write})
+		if err != nil {
+			return nil, true, err
+		}
+		out, err := m.o.Records.Under(quiet).RenewInstance(ctx, c, in, now)
+		var stale *store.Stale
+		switch {
+		case err == nil:
+			m.recent.saw(c, out)
+			return renewed(c, out), true, nil
+		case errors.As(err, &stale):
+			c, in, seen = stale.Challenge, stale.Instance, false
+		case errors.Is(err, store.ErrFenced):
+			m.recent.forget(cid, sid)
+			return nil, false, nil
+		default:
+			return nil, true, err
+		}
 	}
-	quiet, err := m.o.Locks.Quiet(lock.Chain{Challenge: cid, ChallengeMode: lock.Read, Instance: in.Identity, InstanceMode: lock.Write})
-	if err != nil {
-		return nil, true, err
-	}
-	in, err = m.o.Records.Under(quiet).RenewInstance(ctx, c, in, now)
-	if errors.Is(err, store.ErrFenced) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, true, err
-	}
-	return renewed(c, in), true, nil
 }
 
 // renewed is a renewal's answer: no additional values, as upstream.

@@ -44,6 +44,8 @@ type Options struct {
 type Manager struct {
 	o   Options
 	log *slog.Logger
+	// recent saves the hot paths their read (recent.go).
+	recent recent
 }
 
 // New returns a Manager.

@@ -509,7 +509,8 @@ func (s *Store) claim(cid, sid string, set func(*store.Instance)) (*store.Claim,
 	return &store.Claim{Instance: next, PooledBefore: int64(len(pooled)), Total: int64(len(s.instances[cid]))}, nil
 }
 
-func (w writes) ClaimWithChallenge(ctx context.Context, cid, sid string, check func(*store.Challenge) error, set func(*store.Instance)) (*store.Challenge, *store.Claim, error) {
+// ClaimWithChallenge ignores the hint: memory has no round trip to save.
+func (w writes) ClaimWithChallenge(ctx context.Context, cid, sid string, _ *store.PoolHint, check func(*store.Challenge) error, set func(*store.Instance)) (*store.Challenge, *store.Claim, error) {
 	if sid == "" {
 		return nil, nil, fmt.Errorf("%w: claim needs a source", store.ErrInvalid)
 	}
@@ -542,7 +543,14 @@ func (w writes) RenewInstance(_ context.Context, c *store.Challenge, in *store.I
 	cc, ok := s.challenges[c.ID]
 	cur, found := s.instances[in.ChallengeID][in.Identity]
 	if !ok || cc.Rev != c.Rev || !found || cur.Rev != in.Rev {
-		return nil, store.ErrFenced
+		var st store.Stale
+		if ok {
+			st.Challenge = cloneChallenge(cc)
+		}
+		if now := s.bySource(in.ChallengeID, in.SourceID); now != nil {
+			st.Instance = cloneInstance(now)
+		}
+		return nil, &st
 	}
 	next := cloneInstance(cur)
 	next.LastRenew = at

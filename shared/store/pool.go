@@ -15,6 +15,9 @@ type Claim struct {
 	// PooledBefore and Total (claimed + pooled) are counted in the claiming
 	// transaction, for the refill decision (docs/contract.md §4.6).
 	PooledBefore, Total int64
+	// Next is what the claim saw of the pool after it, for the next claim
+	// on the challenge (ClaimWithChallenge); nil from ClaimPooled.
+	Next *PoolHint
 }
 
 // ClaimPooled gives source sid the pooled instance of challenge cid with
@@ -23,7 +26,6 @@ type Claim struct {
 // set fills what the claim changes (LastRenew, Until, Additional...);
 // SourceID, Identity and Since are kept. ErrPoolEmpty (also ErrNotFound)
 // when nothing is pooled, ErrExists when the source already has an instance.
-// Racing claims retry on the next pooled instance.
 func (s *Store) ClaimPooled(ctx context.Context, cid, sid string, set func(*Instance), fence ...clientv3.Cmp) (*Claim, error) {
 	if sid == "" {
 		return nil, fmt.Errorf("%w: claim needs a source", ErrInvalid)
@@ -32,55 +34,97 @@ func (s *Store) ClaimPooled(ctx context.Context, cid, sid string, set func(*Inst
 	if err != nil {
 		return nil, fmt.Errorf("store: claim: %w", err)
 	}
-	return s.claim(ctx, cid, sid, resp.Kvs, set, fence)
+	_, claim, err := s.claim(ctx, claimJob{cid: cid, sid: sid, set: set, fence: fence}, resp.Kvs)
+	return claim, err
 }
 
-// claim claims one of kvs (pooled records of cid) for sid: the loop of
-// ClaimPooled and ClaimWithChallenge.
-func (s *Store) claim(ctx context.Context, cid, sid string, kvs []*mvccpb.KeyValue, set func(*Instance), fence []clientv3.Cmp) (*Claim, error) {
+// claimJob is what the claim loop of ClaimPooled and ClaimWithChallenge
+// needs.
+type claimJob struct {
+	cid, sid string
+	set      func(*Instance)
+	fence    []clientv3.Cmp
+	// c, when set, is the challenge the claim asserts unchanged; an attempt
+	// that finds it changed checks the current one and goes on with it.
+	c     *Challenge
+	check func(*Challenge) error
+}
+
+// claim claims one of kvs (pooled records of j.cid) for j.sid, and returns
+// the challenge it asserted (j.c, or the current one if it changed).
+func (s *Store) claim(ctx context.Context, j claimJob, kvs []*mvccpb.KeyValue) (*Challenge, *Claim, error) {
 	// A claim takes the lowest pooled instance. One that lost a race takes a
 	// random one among the lowest claimSpread instead: if every loser aimed at
 	// the new lowest, n concurrent claims would take n rounds of n
 	// transactions each (50 sources at once: p50 185 ms instead of a few ms).
+	cid, sid, c := j.cid, j.sid, j.c
 	lowest := clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(claimSpread))
+	reads := []clientv3.Op{lowest, clientv3.OpGet(s.srcKey(cid, sid), clientv3.WithKeysOnly()), clientv3.OpGet(s.resvKey(cid, sid), clientv3.WithKeysOnly())}
+	if c != nil {
+		reads = append(reads, clientv3.OpGet(s.challKey(cid)))
+	}
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("store: claim: %w", err)
+			return c, nil, fmt.Errorf("store: claim: %w", err)
 		}
 		if len(kvs) == 0 {
-			return nil, fmt.Errorf("%w: challenge %q", ErrPoolEmpty, cid)
+			return c, nil, fmt.Errorf("%w: challenge %q", ErrPoolEmpty, cid)
 		}
 		pooled, err := decodeInstance(kvs[rand.IntN(len(kvs))])
 		if err != nil {
-			return nil, err
+			return c, nil, err
 		}
 		next := *pooled
 		next.stored = nil
-		if set != nil {
-			set(&next)
+		if j.set != nil {
+			j.set(&next)
 		}
 		next.ChallengeID, next.Identity, next.SourceID, next.Since = cid, pooled.Identity, sid, pooled.Since
 		ops, err := s.writeOps(&next)
 		if err != nil {
-			return nil, err
+			return c, nil, err
 		}
-		// Reads after the writes of a transaction see them: counts after.
-		ops = append(ops, clientv3.OpDelete(s.poolKey(cid, pooled.Identity)), countOp(s.poolDir(cid)), countOp(s.instDir(cid)))
-		r, err := s.commit(ctx, []clientv3.Cmp{
+		// Reads after the writes of a transaction see them: counts after,
+		// and the pool as the next claim will find it.
+		ops = append(ops, clientv3.OpDelete(s.poolKey(cid, pooled.Identity)), countOp(s.poolDir(cid)), countOp(s.instDir(cid)),
+			clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(hintSize)))
+		cmps := []clientv3.Cmp{
 			clientv3.Compare(clientv3.ModRevision(s.poolKey(cid, pooled.Identity)), "=", pooled.Rev),
 			absent(s.srcKey(cid, sid)),
 			absent(s.resvKey(cid, sid)),
-		}, fence, ops, lowest, clientv3.OpGet(s.srcKey(cid, sid), clientv3.WithKeysOnly()), clientv3.OpGet(s.resvKey(cid, sid), clientv3.WithKeysOnly()))
+		}
+		if c != nil {
+			cmps = append(cmps, s.unchanged(c))
+		}
+		r, err := s.commit(ctx, cmps, j.fence, ops, reads...)
 		if err != nil {
-			return nil, err
+			return c, nil, err
 		}
 		if r.ok {
 			next.committed(r.rev)
 			n := len(r.Then)
-			return &Claim{Instance: &next, PooledBefore: r.Then[n-2].GetResponseRange().Count + 1, Total: r.Then[n-1].GetResponseRange().Count}, nil
+			claim := &Claim{Instance: &next, PooledBefore: r.Then[n-3].GetResponseRange().Count + 1, Total: r.Then[n-2].GetResponseRange().Count}
+			if c != nil {
+				claim.Next = &PoolHint{challenge: c, pooled: r.Then[n-1].GetResponseRange().Kvs}
+			}
+			return c, claim, nil
 		}
 		if exists(r.Else[1]) || exists(r.Else[2]) {
-			return nil, fmt.Errorf("%w: source %q on challenge %q", ErrExists, sid, cid)
+			return c, nil, fmt.Errorf("%w: source %q on challenge %q", ErrExists, sid, cid)
+		}
+		if c != nil {
+			ck := r.Else[3].GetResponseRange().Kvs
+			if len(ck) == 0 {
+				return nil, nil, fmt.Errorf("%w: challenge %q", ErrNotFound, cid)
+			}
+			if ck[0].ModRevision != c.Rev {
+				if c, err = decodeChallenge(ck[0]); err != nil {
+					return nil, nil, err
+				}
+				if err := j.check(c); err != nil {
+					return c, nil, err
+				}
+			}
 		}
 		kvs = r.Else[0].GetResponseRange().Kvs // someone else took it: try the next one
 	}
@@ -89,3 +133,8 @@ func (s *Store) claim(ctx context.Context, cid, sid string, kvs []*mvccpb.KeyVal
 // claimSpread bounds how many of the lowest pooled instances a claim that
 // lost a race chooses from.
 const claimSpread = 64
+
+// hintSize is how many pooled instances a claim reads for the next one:
+// enough that a stale hint rarely sends the next claim to a taken record,
+// few enough to keep the claim's answer small.
+const hintSize = 16

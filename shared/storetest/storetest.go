@@ -609,39 +609,96 @@ func hotWrites(t *testing.T, b Backend) {
 	if !got.LastRenew.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("renewed LastRenew %v", got.LastRenew)
 	}
-	// in is stale now: refused.
+	// The record a renewal returns is current: the next one may start from it.
+	got, err = w.RenewInstance(c, ch, got, t0.Add(90*time.Minute))
+	must(t, err)
+	// in is stale now: refused, with the current records.
 	_, err = w.RenewInstance(c, ch, in, t0.Add(2*time.Hour))
 	wantErr(t, err, store.ErrFenced)
-	// A challenge changed since it was read: refused.
+	wantStale(t, err, ch.Rev, got.Rev)
+	// A challenge changed since it was read: refused, with the current one.
 	ch, in, err = b.Records.InstanceWithChallenge(c, "c", "s")
 	must(t, err)
 	cur, err := b.Records.GetChallenge(c, "c")
 	must(t, err)
 	must(t, w.UpdateChallenge(c, cur, nil))
 	_, err = w.RenewInstance(c, ch, in, t0.Add(3*time.Hour))
-	wantErr(t, err, store.ErrFenced)
-	if now, _ := b.Records.InstanceBySource(c, "c", "s"); !now.LastRenew.Equal(t0.Add(time.Hour)) {
+	st := wantStale(t, err, cur.Rev, in.Rev)
+	if now, _ := b.Records.InstanceBySource(c, "c", "s"); !now.LastRenew.Equal(t0.Add(90 * time.Minute)) {
 		t.Fatalf("a refused renewal wrote: LastRenew %v", now.LastRenew)
+	}
+	// The records a refusal carries are the ones to try again with.
+	got, err = w.RenewInstance(c, st.Challenge, st.Instance, t0.Add(3*time.Hour))
+	must(t, err)
+	if !got.LastRenew.Equal(t0.Add(3 * time.Hour)) {
+		t.Fatalf("renewed LastRenew %v", got.LastRenew)
 	}
 
 	// Claims: the check sees the challenge and can refuse; a claim is made
 	// once; an empty pool says so.
-	pooled := &store.Instance{ChallengeID: "c", Identity: "p1", Since: t0, LastRenew: t0, Project: "p", Digest: "sha256:x"}
-	h := acquire(t, b, lock.Chain{Challenge: "c", ChallengeMode: lock.Read})
-	must(t, b.Records.Under(h).Reserve(c, "c", "", "p1"))
-	must(t, b.Records.Under(h).CommitInstance(c, pooled))
-	must(t, h.Release(c))
+	addPooled(t, b, "c", "p1")
+	for _, id := range []string{"p2", "p3"} {
+		addPooled(t, b, "c", id)
+	}
 	refuse := errors.New("refused")
-	_, _, err = w.ClaimWithChallenge(c, "c", "t", func(*store.Challenge) error { return refuse }, nil)
+	accept := func(*store.Challenge) error { return nil }
+	_, _, err = w.ClaimWithChallenge(c, "c", "t", nil, func(*store.Challenge) error { return refuse }, nil)
 	wantErr(t, err, refuse)
-	seen, claim, err := w.ClaimWithChallenge(c, "c", "t", func(*store.Challenge) error { return nil },
+	seen, claim, err := w.ClaimWithChallenge(c, "c", "t", nil, accept,
 		func(in *store.Instance) { in.LastRenew = t0.Add(time.Hour) })
 	must(t, err)
 	if seen.ID != "c" || claim.Instance.Identity != "p1" || claim.Instance.SourceID != "t" || !claim.Instance.LastRenew.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("claim %+v of %+v", claim.Instance, seen)
 	}
-	_, _, err = w.ClaimWithChallenge(c, "c", "u", func(*store.Challenge) error { return nil }, nil)
+	// The next claim may start from what the last one saw; once the
+	// challenge changed, the check judges the current one.
+	seen, claim, err = w.ClaimWithChallenge(c, "c", "u", claim.Next, accept, nil)
+	must(t, err)
+	if claim.Instance.SourceID != "u" || claim.Instance.Identity == "p1" {
+		t.Fatalf("claim with a hint: %+v", claim.Instance)
+	}
+	cur, err = b.Records.GetChallenge(c, "c")
+	must(t, err)
+	must(t, w.UpdateChallenge(c, cur, nil))
+	var checked []int64
+	_, _, err = w.ClaimWithChallenge(c, "c", "v", claim.Next, func(ch *store.Challenge) error {
+		checked = append(checked, ch.Rev)
+		if ch.Rev != seen.Rev {
+			return refuse
+		}
+		return nil
+	}, nil)
+	wantErr(t, err, refuse)
+	if len(checked) == 0 || checked[len(checked)-1] != cur.Rev {
+		t.Fatalf("checked revisions %v, want the current %d last", checked, cur.Rev)
+	}
+	_, _, err = w.ClaimWithChallenge(c, "c", "v", nil, accept, nil)
+	must(t, err)
+	_, _, err = w.ClaimWithChallenge(c, "c", "w", nil, accept, nil)
 	wantErr(t, err, store.ErrPoolEmpty)
-	_, _, err = w.ClaimWithChallenge(c, "nope", "u", func(*store.Challenge) error { return nil }, nil)
+	_, _, err = w.ClaimWithChallenge(c, "nope", "w", nil, accept, nil)
 	wantErr(t, err, store.ErrNotFound)
+}
+
+// wantStale asserts err is a *store.Stale carrying the records at these
+// revisions.
+func wantStale(t *testing.T, err error, challengeRev, instanceRev int64) *store.Stale {
+	t.Helper()
+	var st *store.Stale
+	if !errors.As(err, &st) || !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("error %v, want a *store.Stale (ErrFenced)", err)
+	}
+	if st.Challenge == nil || st.Challenge.Rev != challengeRev || st.Instance == nil || st.Instance.Rev != instanceRev {
+		t.Fatalf("stale carries %+v and %+v, want revisions %d and %d", st.Challenge, st.Instance, challengeRev, instanceRev)
+	}
+	return st
+}
+
+// addPooled adds a pooled instance the way a fill does.
+func addPooled(t *testing.T, b Backend, cid, identity string) {
+	t.Helper()
+	h := acquire(t, b, lock.Chain{Challenge: cid, ChallengeMode: lock.Read})
+	must(t, b.Records.Under(h).Reserve(ctx(t), cid, "", identity))
+	must(t, b.Records.Under(h).CommitInstance(ctx(t), &store.Instance{ChallengeID: cid, Identity: identity, Since: t0, LastRenew: t0, Project: "p", Digest: "sha256:x"}))
+	must(t, h.Release(ctx(t)))
 }
