@@ -65,6 +65,28 @@ func BenchmarkSideBySide(b *testing.B) {
 		table.each(targets, "query (GET instance?sourceId)", n, func(tg *sbsTarget, i int) {
 			tg.must(b, "GET", "/api/v1/instance?sourceId=f0", "")
 		})
+		// What bounds the calls above, timed in the same interleaving: an
+		// HTTP exchange that reaches no business code, and challfn's etcd
+		// transactions alone (its store, in this process like its server).
+		table.each(targets, "HTTP exchange alone (unknown route)", n, func(tg *sbsTarget, i int) {
+			if r := send(context.Background(), tg.url, "GET", "/api/v1/nope/nope/nope", ""); r.Err != nil || r.Status >= 500 {
+				b.Errorf("%s: unknown route: %d %v", tg.name, r.Status, r.Err)
+			}
+		})
+		table.each(targets[:1], "challfn's etcd read alone (retrieve's)", n, func(*sbsTarget, int) {
+			if _, _, err := env.App.Store.InstanceWithChallenge(context.Background(), "warm", "f0"); err != nil {
+				b.Error(err)
+			}
+		})
+		c, in, err := env.App.Store.InstanceWithChallenge(context.Background(), "warm", "f0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		table.each(targets[:1], "challfn's etcd write alone (renew's)", n, func(*sbsTarget, int) {
+			if in, err = env.App.Store.RenewInstance(context.Background(), c, in, time.Now().UTC()); err != nil {
+				b.Error(err)
+			}
+		})
 
 		// A pool of 60 (max 60: no refill runs during the claims).
 		table.each(targets, "pool fill, 60 (wall)", 1, func(tg *sbsTarget, _ int) {
@@ -166,8 +188,17 @@ func (t *sbsTable) add(op, target string, d time.Duration) {
 	t.got[op][target] = append(t.got[op][target], d)
 }
 
+// settle waits until no target runs a deployment: an operation is timed on
+// a machine that the previous one's engines have left.
+func (t *sbsTable) settle(targets []*sbsTarget) {
+	for _, tg := range targets {
+		tg.idle()
+	}
+}
+
 // each times call k times on every target, alternating which goes first.
 func (t *sbsTable) each(targets []*sbsTarget, op string, k int, call func(*sbsTarget, int)) {
+	t.settle(targets)
 	for i := range k {
 		for j := range targets {
 			tg := targets[(i+j)%len(targets)]
@@ -184,6 +215,7 @@ func (t *sbsTable) each(targets []*sbsTarget, op string, k int, call func(*sbsTa
 // batch starts k calls at once on one target, then on the next, and
 // records each call's latency and the batch's wall time.
 func (t *sbsTable) batch(targets []*sbsTarget, op string, k int, call func(*sbsTarget, int)) {
+	t.settle(targets)
 	for _, tg := range targets {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -213,6 +245,10 @@ func (t *sbsTable) String() string {
 	for _, op := range t.ops {
 		a, c := t.got[op]["challfn"], t.got[op]["chall-manager"]
 		ap50, ap99, cp50, cp99 := quantile(a, 0.5), quantile(a, 0.99), quantile(c, 0.5), quantile(c, 0.99)
+		if len(c) == 0 { // a challfn-only row
+			fmt.Fprintf(&s, "| %s | %d | %s | %s | – | – | – | – |\n", op, len(a), sbsMS(ap50), sbsMS(ap99))
+			continue
+		}
 		fmt.Fprintf(&s, "| %s | %d | %s | %s | %s | %s | %.2f | %.2f |\n", op, len(a),
 			sbsMS(ap50), sbsMS(ap99), sbsMS(cp50), sbsMS(cp99), ratio(ap50, cp50), ratio(ap99, cp99))
 	}

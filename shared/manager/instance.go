@@ -50,9 +50,10 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 	cid, sid := req.ChallengeID, req.SourceID
 	ctx = telemetry.WithSource(telemetry.WithChallenge(ctx, cid), sid)
 
-	// Hot path: a pool claim fenced by lock.Quiet, one read and one
-	// transaction; the locked path when somebody is at work on the
-	// challenge, a fresh deployment when nothing is pooled.
+	// Hot path: a pool claim fenced by lock.Quiet, one transaction (after
+	// a read unless the last claim here saw the pool); the locked path when
+	// somebody is at work on the challenge, a fresh deployment when nothing
+	// is pooled.
 	out, hot, err := m.hotClaim(ctx, req)
 	if hot == hotDone {
 		return out, err
@@ -103,6 +104,7 @@ func (m *Manager) CreateInstance(ctx context.Context, req *api.CreateInstanceReq
 		return nil, err
 	}
 	m.log.InfoContext(ctx, "instance created")
+	m.recent.saw(c, in)
 	return toAPIInstance(c, in), nil
 }
 
@@ -115,10 +117,11 @@ const (
 	hotFenced            // somebody at work on the challenge: take its lock
 )
 
-// hotClaim claims a pooled instance without a lock of its own: one read (the
-// challenge and its lowest pooled instance), the checks of the locked path,
-// one transaction that asserts the challenge unchanged and nobody holding or
-// waiting for its writer lock (lock.Quiet). What the challenge's reader lock
+// hotClaim claims a pooled instance without a lock of its own: the checks of
+// the locked path on the challenge, then one transaction that asserts the
+// challenge unchanged and nobody holding or waiting for its writer lock
+// (lock.Quiet). The challenge and pool are what the last claim here saw
+// (recent), else one read first. What the challenge's reader lock
 // gives the locked path (no PATCH or DELETE of the challenge between the
 // checks and the claim), those compares give it.
 func (m *Manager) hotClaim(ctx context.Context, req *api.CreateInstanceRequest) (*api.Instance, hot, error) {
