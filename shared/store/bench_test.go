@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -224,4 +225,53 @@ func BenchmarkWrites(b *testing.B) {
 		}
 		reportRT(b, n, before)
 	})
+}
+
+// BenchmarkClaimBurst: 50 claims at once on a pool of 50, straight on the
+// store (no HTTP): what etcd alone costs the burst that e2e's
+// BenchmarkPoolClaim sends over HTTP. Reports the claims' p50/p99, the
+// burst's wall time and round trips per claim.
+func BenchmarkClaimBurst(b *testing.B) {
+	const burst = 50
+	s, cli, n := countedStore(b)
+	ctx := context.Background()
+	addChallenge(b, s, "c")
+	accept := func(*store.Challenge) error { return nil }
+	var lat, walls []time.Duration
+	var rt int64
+	for i := range b.N {
+		b.StopTimer()
+		for k := range burst {
+			addPooled(b, s, cli, "c", fmt.Sprintf("p%04d-%02d", i, k))
+		}
+		before := n.Unary()
+		ready := make(chan struct{})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		b.StartTimer()
+		start := time.Now()
+		for k := range burst {
+			wg.Go(func() {
+				<-ready
+				t := time.Now()
+				if _, _, err := s.ClaimWithChallenge(ctx, "c", fmt.Sprintf("s%04d-%02d", i, k), nil, accept, nil); err != nil {
+					b.Error(err)
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t))
+				mu.Unlock()
+			})
+		}
+		close(ready)
+		wg.Wait()
+		walls = append(walls, time.Since(start))
+		rt += n.Unary() - before
+	}
+	slices.Sort(lat)
+	slices.Sort(walls)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "claim-p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "claim-p99-ms")
+	b.ReportMetric(float64(walls[len(walls)/2].Microseconds())/1000, "wall-ms")
+	b.ReportMetric(float64(rt)/float64(b.N*burst), "RT/claim")
 }

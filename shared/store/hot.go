@@ -103,6 +103,8 @@ func (s *Store) ClaimWithChallenge(ctx context.Context, cid, sid string, hint *P
 		return nil, nil, fmt.Errorf("%w: claim needs a source", ErrInvalid)
 	}
 	job := claimJob{cid: cid, sid: sid, set: set, fence: fence, check: check}
+	limit := s.claims.begin(cid)
+	defer s.claims.end(cid)
 	// A hint is used only when it is accepted: a refusal must be judged on
 	// the current challenge.
 	if hint != nil && hint.challenge.ID == cid && len(hint.pooled) > 0 && check(hint.challenge) == nil {
@@ -111,7 +113,7 @@ func (s *Store) ClaimWithChallenge(ctx context.Context, cid, sid string, hint *P
 	}
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(s.challKey(cid)),
-		clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(1)),
+		clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(limit)),
 	).Commit()
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: claim: %w", err)

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -30,7 +29,8 @@ func (s *Store) ClaimPooled(ctx context.Context, cid, sid string, set func(*Inst
 	if sid == "" {
 		return nil, fmt.Errorf("%w: claim needs a source", ErrInvalid)
 	}
-	resp, err := s.cli.Get(ctx, s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(1))
+	defer s.claims.end(cid)
+	resp, err := s.cli.Get(ctx, s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(s.claims.begin(cid)))
 	if err != nil {
 		return nil, fmt.Errorf("store: claim: %w", err)
 	}
@@ -53,61 +53,29 @@ type claimJob struct {
 // claim claims one of kvs (pooled records of j.cid) for j.sid, and returns
 // the challenge it asserted (j.c, or the current one if it changed).
 func (s *Store) claim(ctx context.Context, j claimJob, kvs []*mvccpb.KeyValue) (*Challenge, *Claim, error) {
-	// A claim takes the lowest pooled instance. One that lost a race takes a
-	// random one among the lowest claimSpread instead: if every loser aimed at
-	// the new lowest, n concurrent claims would take n rounds of n
-	// transactions each (50 sources at once: p50 185 ms instead of a few ms).
+	// A claim takes the lowest pooled instance that no other claim of this
+	// process aims at (claiming.go). One that lost a race takes a random
+	// one among the lowest claimSpread instead: if every loser aimed at the
+	// new lowest, n concurrent claims would take n rounds of n transactions
+	// each (50 sources at once: p50 185 ms instead of a few ms).
 	cid, sid, c := j.cid, j.sid, j.c
 	lowest := clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(claimSpread))
 	reads := []clientv3.Op{lowest, clientv3.OpGet(s.srcKey(cid, sid), clientv3.WithKeysOnly()), clientv3.OpGet(s.resvKey(cid, sid), clientv3.WithKeysOnly())}
 	if c != nil {
 		reads = append(reads, clientv3.OpGet(s.challKey(cid)))
 	}
-	for {
+	for retry := false; ; retry = true {
 		if err := ctx.Err(); err != nil {
 			return c, nil, fmt.Errorf("store: claim: %w", err)
 		}
 		if len(kvs) == 0 {
 			return c, nil, fmt.Errorf("%w: challenge %q", ErrPoolEmpty, cid)
 		}
-		pooled, err := decodeInstance(kvs[rand.IntN(len(kvs))])
-		if err != nil {
-			return c, nil, err
-		}
-		next := *pooled
-		next.stored = nil
-		if j.set != nil {
-			j.set(&next)
-		}
-		next.ChallengeID, next.Identity, next.SourceID, next.Since = cid, pooled.Identity, sid, pooled.Since
-		ops, err := s.writeOps(&next)
-		if err != nil {
-			return c, nil, err
-		}
-		// Reads after the writes of a transaction see them: counts after,
-		// and the pool as the next claim will find it.
-		ops = append(ops, clientv3.OpDelete(s.poolKey(cid, pooled.Identity)), countOp(s.poolDir(cid)), countOp(s.instDir(cid)),
-			clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(hintSize)))
-		cmps := []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(s.poolKey(cid, pooled.Identity)), "=", pooled.Rev),
-			absent(s.srcKey(cid, sid)),
-			absent(s.resvKey(cid, sid)),
-		}
-		if c != nil {
-			cmps = append(cmps, s.unchanged(c))
-		}
-		r, err := s.commit(ctx, cmps, j.fence, ops, reads...)
-		if err != nil {
-			return c, nil, err
-		}
-		if r.ok {
-			next.committed(r.rev)
-			n := len(r.Then)
-			claim := &Claim{Instance: &next, PooledBefore: r.Then[n-3].GetResponseRange().Count + 1, Total: r.Then[n-2].GetResponseRange().Count}
-			if c != nil {
-				claim.Next = &PoolHint{challenge: c, pooled: r.Then[n-1].GetResponseRange().Kvs}
-			}
-			return c, claim, nil
+		kv, release := s.claims.aim(kvs, retry)
+		r, claim, err := s.claimOnce(ctx, j, c, kv, reads)
+		release()
+		if err != nil || claim != nil {
+			return c, claim, err
 		}
 		if exists(r.Else[1]) || exists(r.Else[2]) {
 			return c, nil, fmt.Errorf("%w: source %q on challenge %q", ErrExists, sid, cid)
@@ -128,6 +96,50 @@ func (s *Store) claim(ctx context.Context, j claimJob, kvs []*mvccpb.KeyValue) (
 		}
 		kvs = r.Else[0].GetResponseRange().Kvs // someone else took it: try the next one
 	}
+}
+
+// claimOnce attempts to claim the pooled record kv for j.sid, asserting c
+// unchanged (when set); a nil claim and no error is a failed compare, whose
+// reads are in the result's Else.
+func (s *Store) claimOnce(ctx context.Context, j claimJob, c *Challenge, kv *mvccpb.KeyValue, reads []clientv3.Op) (txnResult, *Claim, error) {
+	cid, sid := j.cid, j.sid
+	pooled, err := decodeInstance(kv)
+	if err != nil {
+		return txnResult{}, nil, err
+	}
+	next := *pooled
+	next.stored = nil
+	if j.set != nil {
+		j.set(&next)
+	}
+	next.ChallengeID, next.Identity, next.SourceID, next.Since = cid, pooled.Identity, sid, pooled.Since
+	ops, err := s.writeOps(&next)
+	if err != nil {
+		return txnResult{}, nil, err
+	}
+	// Reads after the writes of a transaction see them: counts after,
+	// and the pool as the next claim will find it.
+	ops = append(ops, clientv3.OpDelete(s.poolKey(cid, pooled.Identity)), countOp(s.poolDir(cid)), countOp(s.instDir(cid)),
+		clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(hintSize)))
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(s.poolKey(cid, pooled.Identity)), "=", pooled.Rev),
+		absent(s.srcKey(cid, sid)),
+		absent(s.resvKey(cid, sid)),
+	}
+	if c != nil {
+		cmps = append(cmps, s.unchanged(c))
+	}
+	r, err := s.commit(ctx, cmps, j.fence, ops, reads...)
+	if err != nil || !r.ok {
+		return r, nil, err
+	}
+	next.committed(r.rev)
+	n := len(r.Then)
+	claim := &Claim{Instance: &next, PooledBefore: r.Then[n-3].GetResponseRange().Count + 1, Total: r.Then[n-2].GetResponseRange().Count}
+	if c != nil {
+		claim.Next = &PoolHint{challenge: c, pooled: r.Then[n-1].GetResponseRange().Kvs}
+	}
+	return r, claim, nil
 }
 
 // claimSpread bounds how many of the lowest pooled instances a claim that

@@ -130,6 +130,8 @@ type Store struct {
 	cli  *clientv3.Client
 	p    string // prefix + "/"
 	page int64
+	// claims spreads this process's concurrent pool claims (claiming.go).
+	claims claiming
 }
 
 // New returns a Store using keys under prefix (DefaultPrefix if empty).

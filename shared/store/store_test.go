@@ -10,8 +10,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/challfn/challfn/internal/etcdtest"
+	"github.com/challfn/challfn/shared/etcd"
 	"github.com/challfn/challfn/shared/lock"
 	"github.com/challfn/challfn/shared/store"
 )
@@ -690,5 +692,45 @@ func TestIdentitiesAndMeta(t *testing.T) {
 	must(t, err)
 	if string(got) != `{"x":1}` {
 		t.Fatalf("meta = %q", got)
+	}
+}
+
+// Concurrent claims of one process aim at distinct pooled instances
+// (claiming.go): a burst on one challenge costs about one read and one
+// claim each, instead of rounds of lost races. Counted on a real etcd.
+func TestConcurrentClaimsSpread(t *testing.T) {
+	srv := etcdtest.Server(t)
+	var n etcd.Counter
+	cli := etcdtest.Client(t, srv, etcd.Config{DialOptions: []grpc.DialOption{n.DialOption()}})
+	s := store.New(cli, prefix)
+	addChallenge(t, s, "c")
+	const claims = 50
+	for k := range claims {
+		addPooled(t, s, cli, "c", fmt.Sprintf("p%02d", k))
+	}
+	accept := func(*store.Challenge) error { return nil }
+	before := n.Unary()
+	ready := make(chan struct{})
+	var wg sync.WaitGroup
+	var ids sync.Map
+	for k := range claims {
+		wg.Go(func() {
+			<-ready
+			_, claim, err := s.ClaimWithChallenge(context.Background(), "c", fmt.Sprintf("s%d", k), nil, accept, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if _, dup := ids.LoadOrStore(claim.Instance.Identity, k); dup {
+				t.Errorf("%s claimed twice", claim.Instance.Identity)
+			}
+		})
+	}
+	close(ready)
+	wg.Wait()
+	rt := n.Unary() - before
+	t.Logf("%d round trips for %d concurrent claims", rt, claims)
+	if rt > claims*3 {
+		t.Fatalf("%d round trips for %d concurrent claims, want at most %d: claims collide (without the spreading: ~3.5 per claim)", rt, claims, claims*3)
 	}
 }
