@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optremove"
 
 	"github.com/challfn/challfn/shared/sandbox"
 )
@@ -116,6 +117,28 @@ func BenchmarkEngine(b *testing.B) {
 		})
 	})
 
+	// A registration's preview: one process on a private copy of the
+	// project's template backend (preview.go); the template's `stack init`
+	// is made once, before the timer.
+	b.Run("Preview", func(b *testing.B) {
+		_, bin, take := countingPulumi(b)
+		e := benchEngine(b, bin)
+		if err := e.Preview(ctx, p, nil); err != nil { // compile, template
+			b.Fatal(err)
+		}
+		measure(b, take, nil, func(int) error { return e.Preview(ctx, p, nil) })
+	})
+	// Baseline: the preview as it was, on a throw-away stack of the real
+	// backend (auto.NewStack, `preview`, Workspace.RemoveStack).
+	b.Run("BaselinePreviewOnBackend", func(b *testing.B) {
+		_, bin, take := countingPulumi(b)
+		e := benchEngine(b, bin)
+		if err := previewOnBackend(ctx, e, p); err != nil { // compile
+			b.Fatal(err)
+		}
+		measure(b, take, nil, func(int) error { return previewOnBackend(ctx, e, p) })
+	})
+
 	b.Run("Destroy", func(b *testing.B) {
 		_, bin, take := countingPulumi(b)
 		e := benchEngine(b, bin)
@@ -211,4 +234,22 @@ func BenchmarkSandbox(b *testing.B) {
 			}, func(int) error { return e.Destroy(ctx, p, id) })
 		})
 	}
+}
+
+// previewOnBackend is the preview before preview.go, kept as the baseline.
+func previewOnBackend(ctx context.Context, e *Engine, p Program) error {
+	ws, err := e.workspace(ctx, p, e.cfg.NewIdentity(), nil)
+	if err != nil {
+		return err
+	}
+	defer ws.close()
+	stack, err := auto.NewStack(ctx, ws.stack, ws.ws)
+	if err != nil {
+		return err
+	}
+	r := ws.run(ctx, slices.Concat(previewArgs, []string{"--stack", stack.Name(), "--event-log", ws.eventLog()})...)
+	if err := ws.ws.RemoveStack(ctx, stack.Name(), optremove.Force()); err != nil {
+		return err
+	}
+	return r.err
 }

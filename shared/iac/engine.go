@@ -14,7 +14,6 @@ import (
 
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optlist"
-	"github.com/pulumi/pulumi/sdk/v3/go/auto/optremove"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/constant"
 
 	"github.com/challfn/challfn/shared/bucketurl"
@@ -85,6 +84,8 @@ type Engine struct {
 	// slots bounds the concurrent engine processes (Config.MaxProcesses);
 	// nil when unbounded.
 	slots chan struct{}
+	// previews are the template backends of previews (preview.go).
+	previews previewStacks
 }
 
 // New checks cfg and returns an Engine. Unless cfg.Sandbox is sandbox.Off, it runs one
@@ -310,46 +311,6 @@ func (e *Engine) destroy(ctx context.Context, ws *opWorkspace) (err error) {
 		return r.opError("destroy", ws.stack)
 	}
 	return nil
-}
-
-// Preview runs `pulumi preview` of p with additional on a throw-away stack (a random
-// identity), removed afterwards (docs/contract.md §8.4, without the leak). Three CLI processes:
-// auto.NewStack, `preview`, Workspace.RemoveStack.
-func (e *Engine) Preview(ctx context.Context, p Program, additional map[string]string) error {
-	ctx, err := detach(ctx)
-	if err != nil {
-		return err
-	}
-	ws, err := e.workspace(ctx, p, e.cfg.NewIdentity(), additional)
-	if err != nil {
-		return err
-	}
-	defer ws.close()
-	// NewStack selects the stack (a file in $PULUMI_HOME/workspaces); removing the
-	// selected stack below deletes that file again.
-	sctx, cancel := ws.withTimeout(ctx)
-	stack, err := auto.NewStack(sctx, ws.stack, ws.ws)
-	cancel()
-	if err != nil {
-		return autoOpError("preview", ws.stack, err)
-	}
-	// Not Stack.Preview, although it runs one process too: it streams the events through
-	// a gRPC server whose channels are never closed when the CLI fails before connecting,
-	// and the error diagnostics are wanted precisely when it fails. The event log file is
-	// read once the process has ended instead.
-	pctx, span := ws.startOp(ctx, "preview")
-	r := ws.run(pctx, slices.Concat(previewArgs, []string{"--stack", stack.Name(), "--event-log", ws.eventLog()})...)
-	var perr error
-	if r.err != nil {
-		perr = r.opErrorWithEvents("preview", ws.stack, ws.eventLog())
-	}
-	endOp(span, ws.eventLog(), perr)
-	rctx, cancel := ws.withTimeout(ctx)
-	defer cancel()
-	if err := ws.ws.RemoveStack(rctx, stack.Name(), optremove.Force()); err != nil && perr == nil {
-		return autoOpError("preview", ws.stack, err)
-	}
-	return perr
 }
 
 // StackRef names a stack of the backend.

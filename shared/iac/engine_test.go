@@ -390,16 +390,26 @@ func TestPrebuiltScenario(t *testing.T) {
 	}
 }
 
+// TestPreview: a preview reports the program's failure, and never touches
+// the real backend (it runs on a private copy of a template backend,
+// preview.go): nothing is written there, even by the first preview.
 func TestPreview(t *testing.T) {
 	ctx := context.Background()
-	e, _ := newTestEngine(t)
-	if err := e.Preview(ctx, scenario(t, "additional"), map[string]string{"k": "v"}); err != nil {
-		t.Fatal(err)
+	e, backend := newTestEngine(t)
+	for range 2 {
+		if err := e.Preview(ctx, scenario(t, "additional"), map[string]string{"k": "v"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	err := e.Preview(ctx, scenario(t, "additional"), map[string]string{"fail": "in preview"})
 	var oe *OpError
 	if !errors.As(err, &oe) || !strings.Contains(oe.Summary, "failing on request: in preview") {
 		t.Fatalf("failing preview: %v", err)
+	}
+	// Looked at before listing the stacks: a listing writes the backend's
+	// meta.yaml.
+	if files := tree(t, strings.TrimPrefix(backend, "file://")); len(files) > 1 {
+		t.Fatalf("previews wrote to the backend: %q", files)
 	}
 	if refs := stacks(t, e); len(refs) != 0 {
 		t.Fatalf("preview left stacks: %+v", refs)
@@ -579,7 +589,7 @@ func TestOpTimeoutInterruptsEngine(t *testing.T) {
 	}
 }
 
-// TestUnusableBackend: every operation reports the CLI's complaint as an *OpError, whether
+// TestUnusableBackend: every operation on the backend reports the CLI's complaint as an *OpError, whether
 // the process ran through a Workspace method or through PulumiCommand.Run.
 func TestUnusableBackend(t *testing.T) {
 	ctx := context.Background()
@@ -604,7 +614,7 @@ func TestUnusableBackend(t *testing.T) {
 			return err
 		}},
 		{"destroy", func() error { return e.Destroy(ctx, p, "0bad0bad0bad0bad") }},
-		{"preview", func() error { return e.Preview(ctx, p, nil) }},
+		// Not preview: it never uses the real backend (preview.go).
 	} {
 		t.Run(tc.op, func(t *testing.T) {
 			err := tc.run()

@@ -95,10 +95,15 @@ func FindBin(explicit string, near ...string) (string, error) {
 	return "", fmt.Errorf("sandbox: %s not found next to %v nor on PATH (scripts/install-pulumi.sh builds it)", BinName, near)
 }
 
+// absExecutable is p as an absolute path with its symbolic links resolved:
+// the jail binds this very file, and a link would point outside it.
 func absExecutable(p string) (string, error) {
 	p, err := filepath.Abs(p)
 	if err != nil {
 		return "", err
+	}
+	if p, err = filepath.EvalSymlinks(p); err != nil {
+		return "", fmt.Errorf("sandbox: %w", err)
 	}
 	st, err := os.Stat(p)
 	if err != nil {
