@@ -37,7 +37,7 @@ type previewStack struct {
 	err      error
 }
 
-// template returns the template for p's project, making it once.
+// previewTemplate returns the template for p's project, making it once.
 func (e *Engine) previewTemplate(ctx context.Context, p Program) (*previewStack, error) {
 	e.previews.mu.Lock()
 	if e.previews.byKey == nil {
@@ -62,11 +62,16 @@ func (e *Engine) previewTemplate(ctx context.Context, p Program) (*previewStack,
 	return t, nil
 }
 
-func (e *Engine) makePreviewTemplate(ctx context.Context, p Program, t *previewStack) error {
+func (e *Engine) makePreviewTemplate(ctx context.Context, p Program, t *previewStack) (err error) {
 	dir, err := os.MkdirTemp(e.cfg.TempDir, "challfn-preview-")
 	if err != nil {
 		return fmt.Errorf("iac: preview template: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(dir)
+		}
+	}()
 	t.dir, t.identity = dir, e.cfg.NewIdentity()
 	ws, err := e.workspace(ctx, p, t.identity, nil)
 	if err != nil {
@@ -78,7 +83,6 @@ func (e *Engine) makePreviewTemplate(ctx context.Context, p Program, t *previewS
 	}
 	// --no-select: no file in $PULUMI_HOME/workspaces to clean up after.
 	if r := ws.run(ctx, "stack", "init", ws.stack, "--no-select"); r.err != nil {
-		_ = os.RemoveAll(dir)
 		return r.opError("preview", ws.stack)
 	}
 	return nil

@@ -29,8 +29,9 @@ func (s *Store) ClaimPooled(ctx context.Context, cid, sid string, set func(*Inst
 	if sid == "" {
 		return nil, fmt.Errorf("%w: claim needs a source", ErrInvalid)
 	}
+	limit := s.claims.begin(cid)
 	defer s.claims.end(cid)
-	resp, err := s.cli.Get(ctx, s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(s.claims.begin(cid)))
+	resp, err := s.cli.Get(ctx, s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("store: claim: %w", err)
 	}
@@ -118,9 +119,10 @@ func (s *Store) claimOnce(ctx context.Context, j claimJob, c *Challenge, kv *mvc
 		return txnResult{}, nil, err
 	}
 	// Reads after the writes of a transaction see them: counts after,
-	// and the pool as the next claim will find it.
-	ops = append(ops, clientv3.OpDelete(s.poolKey(cid, pooled.Identity)), countOp(s.poolDir(cid)), countOp(s.instDir(cid)),
-		clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(hintSize)))
+	// and (for the next claim's hint) the pool as it will find it.
+	ops = append(ops, clientv3.OpDelete(s.poolKey(cid, pooled.Identity)))
+	counted := len(ops)
+	ops = append(ops, countOp(s.poolDir(cid)), countOp(s.instDir(cid)))
 	cmps := []clientv3.Cmp{
 		clientv3.Compare(clientv3.ModRevision(s.poolKey(cid, pooled.Identity)), "=", pooled.Rev),
 		absent(s.srcKey(cid, sid)),
@@ -128,16 +130,18 @@ func (s *Store) claimOnce(ctx context.Context, j claimJob, c *Challenge, kv *mvc
 	}
 	if c != nil {
 		cmps = append(cmps, s.unchanged(c))
+		ops = append(ops, clientv3.OpGet(s.poolDir(cid), clientv3.WithPrefix(), clientv3.WithLimit(hintSize)))
 	}
 	r, err := s.commit(ctx, cmps, j.fence, ops, reads...)
 	if err != nil || !r.ok {
 		return r, nil, err
 	}
 	next.committed(r.rev)
-	n := len(r.Then)
-	claim := &Claim{Instance: &next, PooledBefore: r.Then[n-3].GetResponseRange().Count + 1, Total: r.Then[n-2].GetResponseRange().Count}
+	claim := &Claim{Instance: &next,
+		PooledBefore: r.Then[counted].GetResponseRange().Count + 1,
+		Total:        r.Then[counted+1].GetResponseRange().Count}
 	if c != nil {
-		claim.Next = &PoolHint{challenge: c, pooled: r.Then[n-1].GetResponseRange().Kvs}
+		claim.Next = &PoolHint{challenge: c, pooled: r.Then[counted+2].GetResponseRange().Kvs}
 	}
 	return r, claim, nil
 }
