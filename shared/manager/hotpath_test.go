@@ -177,6 +177,20 @@ func TestHotRenewJudgesCurrentRecords(t *testing.T) {
 			}
 			return nil
 		}},
+		// This manager last saw the challenge without a timeout: its
+		// refusal would be wrong now.
+		{"timeout set again elsewhere, after a retrieval here", func() error {
+			if _, err := w.m.RetrieveInstance(bg, "c", "s"); err != nil {
+				return err
+			}
+			_, err := other.UpdateChallenge(bg, &api.UpdateChallengeRequest{ID: "c", Timeout: ptr(2 * time.Hour), UpdateMask: &api.FieldMask{Paths: []string{"timeout"}}})
+			return err
+		}, func(in *api.Instance, err error) error {
+			if err != nil || in == nil || !in.Until.Equal(w.clock().Add(2*time.Hour)) {
+				return fmt.Errorf("renewal %+v, %v: want until now+2h", in, err)
+			}
+			return nil
+		}},
 		{"deleted elsewhere", func() error {
 			if _, err := other.UpdateChallenge(bg, &api.UpdateChallengeRequest{ID: "c", Timeout: ptr(time.Hour), UpdateMask: &api.FieldMask{Paths: []string{"timeout"}}}); err != nil {
 				return err

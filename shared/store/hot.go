@@ -66,14 +66,14 @@ func (s *Store) RenewInstance(ctx context.Context, c *Challenge, in *Instance, a
 		return nil, err
 	}
 	if !r.ok {
-		return nil, s.stale(r.Else[0], r.Else[1])
+		return nil, stale(r.Else[0], r.Else[1])
 	}
 	next.committed(r.rev)
 	return &next, nil
 }
 
 // stale is the *Stale error of the current records read by the responses.
-func (s *Store) stale(chall, inst *etcdserverpb.ResponseOp) error {
+func stale(chall, inst *etcdserverpb.ResponseOp) error {
 	var st Stale
 	var err error
 	if kv := chall.GetResponseRange().Kvs; len(kv) > 0 {
